@@ -1,0 +1,3 @@
+from vlmq.cli import main
+
+main()
