@@ -1,1 +1,23 @@
-"""algo"""
+"""The AFSFT losses: pure functions on tensors (no models, no data)."""
+
+from vlmq.algo.afsft import (
+    AFSFTConfig,
+    LossOutput,
+    actor_loss,
+    afsft_loss,
+    critic_loss,
+    filter_weights,
+    state_values,
+    td_targets,
+)
+
+__all__ = [
+    "AFSFTConfig",
+    "LossOutput",
+    "actor_loss",
+    "afsft_loss",
+    "critic_loss",
+    "filter_weights",
+    "state_values",
+    "td_targets",
+]

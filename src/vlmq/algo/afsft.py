@@ -1,0 +1,196 @@
+"""Advantage-Filtered SFT (AFSFT): the losses, as pure functions on tensors.
+
+Read this file top to bottom; it is the whole algorithm (SPEC section 2).
+
+**Layout.** Every tensor is on the *response axis* of a batch of turns: row ``b`` is one turn, column
+``j`` is the ``j``-th response token of that turn. ``mask[b, j]`` is True for logged tokens (a prefix
+of the row). At column ``j`` the state is ``s^j = (prompt, y^{<j})`` and the action is token
+``actions[b, j] = y^j``:
+
+- ``logits[b, j]`` actor logits at ``s^j`` (the model's LM head), ``[B, L, V]``;
+- ``q[b, j]`` critic Q-values at ``s^j`` for every vocabulary token, ``[B, L, V]``;
+- ``q_target[b, j]`` the target critic at ``s^j`` (a Polyak copy, or ``q.detach()``), ``[B, L, V]``;
+- ``reward[b]`` the environment reward of the turn, received after its last token;
+- ``terminated[b]`` the episode ended for real after this turn (no bootstrap);
+- ``next_value[b]`` ``V'(s_{t+1}^0)``: the target value of the state before the first token of the
+  next turn (the next observation's prompt); ignored where ``has_next[b]`` is False.
+
+**Values.** ``V(s) = sum_a pi(a|s) Q(s, a)``, the exact expectation over the vocabulary.
+
+**Critic (TD).** Inside a turn the target of token ``j`` is ``gamma_token * V'(s^{j+1})``; the last
+token's target is ``r + gamma * (1 - terminated) * V'(s_{t+1}^0)``. A time-limit truncation is not a
+termination: it bootstraps from the final observation (``has_next``).
+
+**Actor.** ``L = -sum_j w_j log pi(a_j|s_j) / max(1, #logged tokens)`` with ``w = f(stopgrad(A))``,
+``A = Q(s,a) - V(s)`` and the filter ``f``: ``binary`` ``1[A > threshold]`` (AFSFT), ``exp``
+``min(exp(beta A), w_max)`` (AWR) or ``none`` ``1`` (exactly SFT).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+FilterKind = Literal["binary", "exp", "none"]
+
+
+@dataclass
+class AFSFTConfig:
+    """Hyper-parameters of the AFSFT loss. The defaults are our choices (SPEC section 2)."""
+
+    filter: FilterKind = "binary"
+    """``binary`` = AFSFT, ``exp`` = advantage-weighted regression, ``none`` = plain SFT."""
+    threshold: float = 0.0
+    """Binary filter: imitate a token when its advantage is above this."""
+    beta: float = 1.0
+    """Exp filter temperature: ``w = min(exp(beta * A), w_max)``."""
+    w_max: float = 20.0
+    """Exp filter clip."""
+    gamma: float = 0.9
+    """Discount between turns."""
+    gamma_token: float = 1.0
+    """Discount between tokens of one turn."""
+    critic_coef: float = 1.0
+    """``L = L_actor + critic_coef * L_critic``."""
+    huber_delta: float | None = None
+    """Use a Huber critic loss with this delta instead of the squared error."""
+    reward_scale: float = 1.0
+    """Rewards are multiplied by this before the TD target."""
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class LossOutput:
+    loss: torch.Tensor
+    actor_loss: torch.Tensor
+    critic_loss: torch.Tensor
+    metrics: dict[str, float]
+
+
+def state_values(logits: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """``V(s) = sum_a pi(a|s) Q(s,a)`` with ``pi = softmax(logits)`` (no gradient through pi)."""
+    pi = torch.softmax(logits.detach().float(), dim=-1)
+    return (pi * q.float()).sum(-1)
+
+
+def td_targets(
+    v_target: torch.Tensor,
+    mask: torch.Tensor,
+    reward: torch.Tensor,
+    terminated: torch.Tensor,
+    next_value: torch.Tensor,
+    has_next: torch.Tensor,
+    gamma: float,
+    gamma_token: float = 1.0,
+    reward_scale: float = 1.0,
+) -> torch.Tensor:
+    """TD targets for every logged token, ``[B, L]`` (zero where ``mask`` is False).
+
+    ``v_target[b, j] = V'(s^j)``. Token ``j`` bootstraps from ``V'(s^{j+1})`` when token ``j+1`` is
+    also logged, and from the next turn (reward, termination) when it is the turn's last token.
+    """
+    mask = mask.bool()
+    v_next_in_turn = torch.zeros_like(v_target)
+    v_next_in_turn[:, :-1] = v_target[:, 1:]
+    next_logged = torch.zeros_like(mask)
+    next_logged[:, :-1] = mask[:, 1:]
+    is_last = mask & ~next_logged
+    cont = has_next.float() * (1.0 - terminated.float())
+    boot = reward.float() * reward_scale + gamma * cont * next_value.float()  # [B]
+    target = torch.where(is_last, boot[:, None].expand_as(v_target), gamma_token * v_next_in_turn)
+    return torch.where(mask, target, torch.zeros_like(target))
+
+
+def filter_weights(
+    advantage: torch.Tensor, kind: FilterKind, threshold: float = 0.0, beta: float = 1.0, w_max: float = 20.0
+) -> torch.Tensor:
+    """Per-token imitation weights from (already detached) advantages."""
+    if kind == "binary":
+        return (advantage > threshold).float()
+    if kind == "exp":
+        return torch.clamp(torch.exp(beta * advantage), max=w_max)
+    if kind == "none":
+        return torch.ones_like(advantage)
+    raise ValueError(f"unknown filter {kind!r}; choose binary, exp or none")
+
+
+def actor_loss(logp_taken: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``-sum w log pi(a|s) / max(1, #logged)``: normalised by logged tokens, not by tokens that pass."""
+    m = mask.float()
+    return -(weights * logp_taken * m).sum() / m.sum().clamp(min=1.0)
+
+
+def critic_loss(
+    q_taken: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, huber_delta: float | None = None
+) -> torch.Tensor:
+    """Mean over logged tokens of ``(Q(s,a) - stopgrad(target))^2`` (or Huber)."""
+    m = mask.float()
+    target = target.detach()
+    if huber_delta is None:
+        err = (q_taken - target) ** 2
+    else:
+        err = F.huber_loss(q_taken, target, reduction="none", delta=huber_delta)
+    return (err * m).sum() / m.sum().clamp(min=1.0)
+
+
+def afsft_loss(
+    logits: torch.Tensor,
+    q: torch.Tensor,
+    q_target: torch.Tensor,
+    actions: torch.Tensor,
+    mask: torch.Tensor,
+    reward: torch.Tensor,
+    terminated: torch.Tensor,
+    next_value: torch.Tensor,
+    has_next: torch.Tensor,
+    cfg: AFSFTConfig,
+) -> LossOutput:
+    """The full AFSFT objective ``L_actor + c * L_critic`` and its diagnostics (see module docstring)."""
+    mask = mask.bool()
+    idx = actions.long().unsqueeze(-1)
+    logp_taken = torch.log_softmax(logits.float(), dim=-1).gather(-1, idx).squeeze(-1)
+    q_taken = q.float().gather(-1, idx).squeeze(-1)
+
+    v_target = state_values(logits, q_target.detach())
+    target = td_targets(
+        v_target, mask, reward, terminated, next_value.detach(), has_next,
+        cfg.gamma, cfg.gamma_token, cfg.reward_scale,
+    )  # fmt: skip
+    l_critic = critic_loss(q_taken, target, mask, cfg.huber_delta)
+
+    with torch.no_grad():
+        advantage = q_taken.detach() - state_values(logits, q.detach())
+        weights = filter_weights(advantage, cfg.filter, cfg.threshold, cfg.beta, cfg.w_max)
+    l_actor = actor_loss(logp_taken, weights, mask)
+    loss = l_actor + cfg.critic_coef * l_critic
+    return LossOutput(loss, l_actor, l_critic, _metrics(mask, advantage, weights, q_taken, target, logp_taken))
+
+
+@torch.no_grad()
+def _metrics(
+    mask: torch.Tensor,
+    advantage: torch.Tensor,
+    weights: torch.Tensor,
+    q_taken: torch.Tensor,
+    target: torch.Tensor,
+    logp_taken: torch.Tensor,
+) -> dict[str, float]:
+    n = int(mask.sum())
+    if n == 0:
+        return {"tokens": 0.0}
+    a, w, qt, tg, lp = (x[mask].float() for x in (advantage, weights, q_taken, target, logp_taken))
+    return {
+        "tokens": float(n),
+        "filter_pass_frac": float((w > 0).float().mean()),
+        "weight_mean": float(w.mean()),
+        "adv_mean": float(a.mean()),
+        "adv_std": float(a.std(unbiased=False)),
+        "adv_pos_frac": float((a > 0).float().mean()),
+        "q_mean": float(qt.mean()),
+        "target_mean": float(tg.mean()),
+        "td_abs_error": float((qt - tg).abs().mean()),
+        "logp_mean": float(lp.mean()),
+    }

@@ -1,0 +1,170 @@
+"""The AFSFT maths, pinned against values computed by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vlmq.algo.afsft import AFSFTConfig, afsft_loss, filter_weights, state_values, td_targets
+
+
+def _two_turn_episode() -> dict[str, torch.Tensor]:
+    """Turn 1 (row 0): tokens [2, 2], reward 0.5. Turn 2 (row 1): token [1], reward 1, terminated.
+
+    Vocabulary of 3. pi, Q and Q' chosen so every value below is easy by hand.
+    """
+    pi = torch.tensor(
+        [
+            [[0.5, 0.25, 0.25], [0.25, 0.25, 0.5]],
+            [[0.25, 0.5, 0.25], [1 / 3, 1 / 3, 1 / 3]],  # second column is padding
+        ]
+    )
+    q = torch.tensor([[[1.0, 2.0, 3.0], [0.0, 4.0, 1.0]], [[0.0, 2.0, 1.0], [9.0, 9.0, 9.0]]])
+    q_target = torch.tensor([[[2.0, 2.0, 2.0], [1.0, 0.0, 3.0]], [[0.0, 2.0, 4.0], [9.0, 9.0, 9.0]]])
+    return {
+        "logits": pi.log(),
+        "q": q,
+        "q_target": q_target,
+        "actions": torch.tensor([[2, 2], [1, 0]]),
+        "mask": torch.tensor([[True, True], [True, False]]),
+        "reward": torch.tensor([0.5, 1.0]),
+        "terminated": torch.tensor([False, True]),
+        # V'(s_2^0): the first state of turn 2 = row 1, column 0: 0*.25 + 2*.5 + 4*.25 = 2
+        "next_value": torch.tensor([2.0, 0.0]),
+        "has_next": torch.tensor([True, False]),
+    }
+
+
+def test_state_values_are_exact_expectations() -> None:
+    ep = _two_turn_episode()
+    v = state_values(ep["logits"], ep["q"])
+    assert v[0, 0].item() == pytest.approx(0.5 * 1 + 0.25 * 2 + 0.25 * 3)  # 1.75
+    assert v[0, 1].item() == pytest.approx(0.25 * 0 + 0.25 * 4 + 0.5 * 1)  # 1.5
+    assert v[1, 0].item() == pytest.approx(0.25 * 0 + 0.5 * 2 + 0.25 * 1)  # 1.25
+    vt = state_values(ep["logits"], ep["q_target"])
+    assert vt[0, 1].item() == pytest.approx(0.25 * 1 + 0.25 * 0 + 0.5 * 3)  # 1.75
+    assert vt[1, 0].item() == pytest.approx(2.0)
+
+
+def test_td_targets_by_hand() -> None:
+    ep = _two_turn_episode()
+    vt = state_values(ep["logits"], ep["q_target"])
+    t = td_targets(vt, ep["mask"], ep["reward"], ep["terminated"], ep["next_value"], ep["has_next"], gamma=0.5)
+    # within turn 1: gamma_token * V'(s^1) = 1.75
+    assert t[0, 0].item() == pytest.approx(1.75)
+    # last token of turn 1: r + gamma * V'(next observation) = 0.5 + 0.5 * 2
+    assert t[0, 1].item() == pytest.approx(1.5)
+    # last token of turn 2, terminated: r only
+    assert t[1, 0].item() == pytest.approx(1.0)
+    assert t[1, 1].item() == 0.0  # padding
+
+
+def test_truncation_bootstraps_but_termination_does_not() -> None:
+    v = torch.zeros(2, 1)
+    mask = torch.ones(2, 1, dtype=torch.bool)
+    reward = torch.tensor([1.0, 1.0])
+    next_value = torch.tensor([3.0, 3.0])
+    has_next = torch.tensor([True, True])
+    truncated_row = td_targets(v, mask, reward, torch.tensor([False, True]), next_value, has_next, gamma=0.9)
+    assert truncated_row[0, 0].item() == pytest.approx(1.0 + 0.9 * 3.0)
+    assert truncated_row[1, 0].item() == pytest.approx(1.0)
+    no_next = td_targets(v, mask, reward, torch.tensor([False, False]), next_value, ~has_next, gamma=0.9)
+    assert torch.allclose(no_next, torch.ones(2, 1))
+
+
+def test_gamma_token_discounts_within_a_turn() -> None:
+    v = torch.tensor([[0.0, 2.0, 4.0]])
+    mask = torch.tensor([[True, True, True]])
+    t = td_targets(v, mask, torch.tensor([1.0]), torch.tensor([True]), torch.zeros(1), torch.zeros(1), 0.9, 0.5)
+    assert t.tolist() == [[1.0, 2.0, 1.0]]
+
+
+def test_reward_scale() -> None:
+    v = torch.zeros(1, 1)
+    m = torch.ones(1, 1, dtype=torch.bool)
+    t = td_targets(v, m, torch.tensor([2.0]), torch.tensor([True]), torch.zeros(1), torch.zeros(1), 0.9, 1.0, 0.1)
+    assert t.item() == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize(
+    ("kind", "weights"),
+    [
+        ("binary", [1.0, 0.0, 1.0]),
+        ("none", [1.0, 1.0, 1.0]),
+        ("exp", [2.0, math.exp(-0.5), 2.0]),  # beta 1, clip at 2
+    ],
+)
+def test_afsft_loss_by_hand(kind: str, weights: list[float]) -> None:
+    ep = _two_turn_episode()
+    cfg = AFSFTConfig(filter=kind, gamma=0.5, beta=1.0, w_max=2.0, critic_coef=0.5)  # type: ignore[arg-type]
+    out = afsft_loss(cfg=cfg, **ep)
+    # Q(s,a) of logged tokens: 3, 1, 2. Targets: 1.75, 1.5, 1.0.
+    critic = ((3 - 1.75) ** 2 + (1 - 1.5) ** 2 + (2 - 1.0) ** 2) / 3
+    assert out.critic_loss.item() == pytest.approx(critic)
+    # Advantages: 3 - 1.75 = 1.25, 1 - 1.5 = -0.5, 2 - 1.25 = 0.75
+    logp = [math.log(0.25), math.log(0.5), math.log(0.5)]
+    actor = -sum(w * lp for w, lp in zip(weights, logp, strict=True)) / 3  # normalised by logged tokens
+    assert out.actor_loss.item() == pytest.approx(actor, rel=1e-6)
+    assert out.loss.item() == pytest.approx(actor + 0.5 * critic, rel=1e-6)
+    assert out.metrics["tokens"] == 3
+    assert out.metrics["filter_pass_frac"] == pytest.approx(sum(w > 0 for w in weights) / 3)
+    assert out.metrics["adv_mean"] == pytest.approx((1.25 - 0.5 + 0.75) / 3)
+
+
+def test_filter_none_is_exactly_token_cross_entropy() -> None:
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, 11, generator=g)
+    actions = torch.randint(0, 11, (3, 5), generator=g)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], dtype=torch.bool)
+    q = torch.randn(3, 5, 11, generator=g)
+    zeros = torch.zeros(3)
+    out = afsft_loss(logits, q, q, actions, mask, zeros, zeros.bool(), zeros, zeros.bool(), AFSFTConfig(filter="none"))
+    ce = F.cross_entropy(logits[mask], actions[mask])
+    assert torch.equal(out.actor_loss, ce) or out.actor_loss.item() == pytest.approx(ce.item(), abs=1e-6)
+
+
+def test_binary_filter_passes_only_the_token_the_critic_prefers() -> None:
+    g = torch.Generator().manual_seed(1)
+    vocab, best = 7, 4
+    logits = torch.randn(1, vocab, vocab, generator=g)
+    q = torch.zeros(1, vocab, vocab)
+    q[..., best] = 5.0  # the critic scores token `best` highest everywhere
+    actions = torch.arange(vocab).unsqueeze(0)  # one logged step per vocabulary token
+    mask = torch.ones(1, vocab, dtype=torch.bool)
+    z = torch.zeros(1)
+    out = afsft_loss(logits, q, q, actions, mask, z, z.bool(), z, z.bool(), AFSFTConfig(filter="binary"))
+    adv = q.gather(-1, actions.unsqueeze(-1)).squeeze(-1) - state_values(logits, q)
+    passed = filter_weights(adv, "binary")
+    assert passed[0].tolist() == [1.0 if a == best else 0.0 for a in range(vocab)]
+    assert out.metrics["filter_pass_frac"] == pytest.approx(1 / vocab)
+
+
+def test_gradients_flow_to_the_right_places() -> None:
+    ep = _two_turn_episode()
+    logits = ep["logits"].clone().requires_grad_(True)
+    q = ep["q"].clone().requires_grad_(True)
+    qt = ep["q_target"].clone().requires_grad_(True)
+    nv = ep["next_value"].clone().requires_grad_(True)
+    out = afsft_loss(logits, q, qt, ep["actions"], ep["mask"], ep["reward"], ep["terminated"], nv,
+                     ep["has_next"], AFSFTConfig())  # fmt: skip
+    out.loss.backward()
+    assert qt.grad is None and nv.grad is None  # targets are stop-gradient
+    assert q.grad is not None and q.grad[1, 1].abs().sum() == 0  # padding gets no gradient
+    assert logits.grad is not None and logits.grad[0, 1].abs().sum() == 0  # filtered-out token: no actor grad
+
+
+def test_unknown_filter_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="unknown filter"):
+        filter_weights(torch.zeros(2), "bogus")  # type: ignore[arg-type]
+
+
+def test_huber_critic() -> None:
+    ep = _two_turn_episode()
+    cfg = AFSFTConfig(gamma=0.5, huber_delta=1.0)
+    out = afsft_loss(cfg=cfg, **ep)
+    errs = [3 - 1.75, 1 - 1.5, 2 - 1.0]
+    hub = [0.5 * e * e if abs(e) <= 1 else abs(e) - 0.5 for e in errs]
+    assert out.critic_loss.item() == pytest.approx(sum(hub) / 3)
