@@ -52,7 +52,9 @@ def test_state_values_are_exact_expectations() -> None:
 def test_td_targets_by_hand() -> None:
     ep = _two_turn_episode()
     vt = state_values(ep["logits"], ep["q_target"])
-    t = td_targets(vt, ep["mask"], ep["reward"], ep["terminated"], ep["next_value"], ep["has_next"], gamma=0.5)
+    t = td_targets(
+        vt, ep["mask"], ep["reward"], ep["terminated"], ep["next_value"], ep["has_next"], gamma=0.5
+    )
     # within turn 1: gamma_token * V'(s^1) = 1.75
     assert t[0, 0].item() == pytest.approx(1.75)
     # last token of turn 1: r + gamma * V'(next observation) = 0.5 + 0.5 * 2
@@ -78,14 +80,18 @@ def test_truncation_bootstraps_but_termination_does_not() -> None:
 def test_gamma_token_discounts_within_a_turn() -> None:
     v = torch.tensor([[0.0, 2.0, 4.0]])
     mask = torch.tensor([[True, True, True]])
-    t = td_targets(v, mask, torch.tensor([1.0]), torch.tensor([True]), torch.zeros(1), torch.zeros(1), 0.9, 0.5)
+    t = td_targets(
+        v, mask, torch.tensor([1.0]), torch.tensor([True]), torch.zeros(1), torch.zeros(1), 0.9, 0.5
+    )
     assert t.tolist() == [[1.0, 2.0, 1.0]]
 
 
 def test_reward_scale() -> None:
     v = torch.zeros(1, 1)
     m = torch.ones(1, 1, dtype=torch.bool)
-    t = td_targets(v, m, torch.tensor([2.0]), torch.tensor([True]), torch.zeros(1), torch.zeros(1), 0.9, 1.0, 0.1)
+    t = td_targets(
+        v, m, torch.tensor([2.0]), torch.tensor([True]), torch.zeros(1), torch.zeros(1), 0.9, 1.0, 0.1
+    )
     assert t.item() == pytest.approx(0.2)
 
 
@@ -121,7 +127,9 @@ def test_filter_none_is_exactly_token_cross_entropy() -> None:
     mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], dtype=torch.bool)
     q = torch.randn(3, 5, 11, generator=g)
     zeros = torch.zeros(3)
-    out = afsft_loss(logits, q, q, actions, mask, zeros, zeros.bool(), zeros, zeros.bool(), AFSFTConfig(filter="none"))
+    out = afsft_loss(
+        logits, q, q, actions, mask, zeros, zeros.bool(), zeros, zeros.bool(), AFSFTConfig(filter="none")
+    )
     ce = F.cross_entropy(logits[mask], actions[mask])
     assert torch.equal(out.actor_loss, ce) or out.actor_loss.item() == pytest.approx(ce.item(), abs=1e-6)
 

@@ -166,7 +166,9 @@ def afsft_loss(
         weights = filter_weights(advantage, cfg.filter, cfg.threshold, cfg.beta, cfg.w_max)
     l_actor = actor_loss(logp_taken, weights, mask)
     loss = l_actor + cfg.critic_coef * l_critic
-    return LossOutput(loss, l_actor, l_critic, _metrics(mask, advantage, weights, q_taken, target, logp_taken))
+    return LossOutput(
+        loss, l_actor, l_critic, _metrics(mask, advantage, weights, q_taken, target, logp_taken)
+    )
 
 
 @torch.no_grad()
