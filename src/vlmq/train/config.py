@@ -1,0 +1,107 @@
+"""The typed configuration of a training run, saved as ``config.json`` in every run folder."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from vlmq.algo.afsft import AFSFTConfig
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run. ``vlmq train`` builds one from its options."""
+
+    env: str
+    """Environment id, e.g. ``gym_cards/NumberLine`` (prompts and evaluation)."""
+    model: str
+    """Base model (hub name or folder) or a saved vlmq policy folder."""
+    out: str
+    """Run folder: config, checkpoints, TensorBoard logs, metrics, summary and plots."""
+    data: str | None = None
+    """Offline dataset folder (``vlmq collect``); ``None`` = start online from scratch."""
+    seed: int = 0
+    loss: AFSFTConfig = field(default_factory=AFSFTConfig)
+
+    # critic target
+    target: Literal["polyak", "online"] = "polyak"
+    """``polyak``: a Polyak-averaged copy of the critic head; ``online``: the detached online critic."""
+    tau: float = 0.05
+    """Polyak rate of the target critic per optimizer step."""
+
+    # optimisation
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    batch_size: int = 8
+    """Turns per micro-batch."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step (global batch = batch_size * grad_accum * processes)."""
+    steps: int = 200
+    """Optimizer steps of offline training."""
+    warmup_steps: int = 10
+    grad_clip: float = 1.0
+    bf16: bool | None = None
+    """Mixed precision; ``None`` = on for CUDA, off on CPU."""
+
+    # policy (LoRA + heads)
+    lora_r: int = 16
+    lora_alpha: int = 32
+    max_new_tokens: int = 24
+    cot: bool = False
+    """Ask for ``{"thoughts": ..., "action": ...}`` instead of ``{"action": ...}``."""
+
+    # bookkeeping
+    log_every: int = 10
+    eval_every: int = 100
+    eval_episodes: int = 20
+    eval_sampled: bool = True
+    """Also evaluate with sampling (``temperature``), not only greedily."""
+    checkpoint_every: int = 50
+    keep_checkpoints: int = 2
+    sample_every: int = 100
+    """Log a few sample responses as text every this many steps (catches a collapsing format)."""
+
+    # online phase
+    online: bool = False
+    online_rounds: int = 4
+    online_episodes: int = 16
+    """Episodes collected with the current policy per round."""
+    online_steps: int = 50
+    """Optimizer steps per round."""
+    num_envs: int = 4
+    temperature: float = 1.0
+    replay_capacity: int = 2000
+    """Online episodes kept (FIFO); offline episodes are never evicted."""
+    online_fraction: float = 0.5
+    """Share of each batch drawn from online episodes once there are some."""
+
+    device: str = "auto"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        d = dict(d)
+        loss = AFSFTConfig(**d.pop("loss", {}))
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown config keys: {sorted(unknown)}")
+        return cls(loss=loss, **d)
+
+    def save(self, path: str | Path) -> None:
+        from vlmq.utils.io import atomic_write_json
+
+        atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps + (self.online_rounds * self.online_steps if self.online else 0)

@@ -1,0 +1,62 @@
+"""Learning curves: one PNG per metric, several runs overlaid (e.g. AFSFT vs SFT)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vlmq.train.logger import read_metrics
+
+DEFAULT_METRICS = (
+    "eval/greedy/success_rate",
+    "eval/greedy/valid_rate",
+    "eval/greedy/mean_return",
+    "train/actor_loss",
+    "train/critic_loss",
+    "train/filter_pass_frac",
+)
+
+
+def plot_runs(
+    runs: list[Path], out: Path, metrics: tuple[str, ...] = DEFAULT_METRICS, labels: list[str] | None = None
+) -> Path:
+    """Draw ``metrics`` (rows) for every run (lines) into one PNG at ``out``; returns its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = labels or [_label(r) for r in runs]
+    records = [read_metrics(r) for r in runs]
+    present = [m for m in metrics if any(m in rec for recs in records for rec in recs)]
+    if not present:
+        raise ValueError(f"no metrics to plot in {', '.join(map(str, runs))} (is metrics.jsonl there?)")
+    cols = 2 if len(present) > 1 else 1
+    rows = (len(present) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 3.2 * rows), squeeze=False)
+    for ax, metric in zip(axes.flat, present, strict=False):
+        for label, recs in zip(labels, records, strict=True):
+            pts = [(r["step"], r[metric]) for r in recs if r.get(metric) is not None]
+            if pts:
+                xs, ys = zip(*pts, strict=True)
+                ax.plot(xs, ys, marker="o" if len(pts) < 30 else None, ms=3, label=label)
+        ax.set_title(metric)
+        ax.set_xlabel("optimizer step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(present) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
+
+
+def _label(run: Path) -> str:
+    cfg = run / "config.json"
+    if cfg.is_file():
+        import json
+
+        c = json.loads(cfg.read_text())
+        return f"{run.name} ({c.get('loss', {}).get('filter', '?')})"
+    return run.name
