@@ -1,0 +1,522 @@
+"""The VLM policy: a Hugging Face image-text-to-text model + LoRA (peft) + a token-level critic head.
+
+One backbone pass (:meth:`Policy.hidden`) gives the final hidden states ``h [B, T, H]``; two heads read
+them (SPEC section 2):
+
+- the actor, the model's own LM head: ``pi(.|s) = softmax(W_lm h)`` (:meth:`Policy.actor_logits`);
+- the critic ``Q(s, .) = W_q h + b_q``, one value per vocabulary token (:meth:`Policy.critic_q`), and
+  its target copy (:meth:`Policy.target_q`, Polyak-averaged by :meth:`Policy.update_target`).
+
+Trainable: LoRA adapters on the language model (vision tower frozen unless ``train_vision``) and the
+critic head. The critic head is initialised with zero weights and bias ``critic_init_bias`` by
+default (``critic_init_std > 0`` draws weights from ``N(0, std)`` with ``seed``): a zero critic gives
+``Q = V`` and zero advantages at the start, so nothing passes the binary filter until the critic has
+learnt something, instead of passing a random half of the tokens.
+
+Layout of a saved policy folder (:meth:`Policy.save`): ``policy_config.json`` (the
+:class:`PolicyConfig`, incl. the base model's name or absolute path), ``adapter_config.json`` +
+``adapter_model.safetensors`` (peft) and ``critic_head.safetensors`` (``critic.*`` and ``target.*``).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from vlmq.models.arch import ArchSpec, get_arch, get_submodule, load_processor
+
+POLICY_CONFIG = "policy_config.json"
+HEADS_FILE = "critic_head.safetensors"
+MERGED_INFO = "vlmq_merged.json"
+# batch keys that are not model inputs
+NON_MODEL_KEYS = frozenset({"response_mask", "image_hash"})
+# batch keys aligned with input_ids ([B, T]); padded together with it
+TOKEN_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
+
+ImageLike = np.ndarray | Image.Image
+_ADAPTER_FIELDS = ("lora_r", "lora_alpha", "lora_target_modules", "train_vision", "critic_bias")
+
+
+@dataclass
+class PolicyConfig:
+    """How to build a :class:`Policy` (saved with it as ``policy_config.json``)."""
+
+    base_model: str = ""
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_target_modules: str | None = None  # regex over module names; None = the architecture's default
+    train_vision: bool = False  # also LoRA the vision tower (disables the image-feature cache)
+    critic_bias: bool = True
+    critic_init_std: float = 0.0  # 0 = zero weights (see module docstring)
+    critic_init_bias: float = 0.0
+    dtype: str = "float32"  # backbone dtype: float32 | bfloat16 | float16
+    head_dtype: str = "float32"  # critic heads (Q-values) and returned actor logits
+    max_new_tokens: int = 64
+    feature_cache_size: int = 1024  # cached images (LRU); 0 disables the cache
+    attn_implementation: str | None = None  # e.g. "sdpa", "eager"; None = transformers' default
+    gradient_checkpointing: bool = False
+    seed: int = 0  # critic-head initialisation
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PolicyConfig:
+        """Build from a dict, ignoring unknown keys (configs written by other versions)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class Generation:
+    """One generated response: decoded ``text`` (special tokens skipped) and its ``token_ids``
+    (no padding; the end-of-turn token is included when it was produced, then ``finished``)."""
+
+    text: str
+    token_ids: list[int]
+    finished: bool
+
+
+def to_pil(image: ImageLike) -> Image.Image:
+    """RGB PIL image from a PIL image or an ``HxWx3`` (or ``HxW``) uint8 array."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    return Image.fromarray(arr).convert("RGB")
+
+
+def image_hash(image: ImageLike) -> int:
+    """A signed 64-bit key of an image's bytes and shape (the feature-cache key)."""
+    arr = np.ascontiguousarray(np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image))
+    h = hashlib.blake2b(arr.tobytes(), digest_size=8)
+    h.update(f"{arr.shape}{arr.dtype}".encode())
+    return int.from_bytes(h.digest(), "little", signed=True)
+
+
+def _resolve(name_or_path: str | os.PathLike[str]) -> str:
+    """Local folders become absolute paths (so a saved policy finds its base); hub names stay."""
+    p = Path(name_or_path).expanduser()
+    return str(p.resolve()) if p.is_dir() else str(name_or_path)
+
+
+class Policy(nn.Module):
+    """HF VLM + LoRA + critic head (see module docstring). Build with :meth:`from_pretrained`."""
+
+    def __init__(
+        self, base: nn.Module, processor: Any, config: PolicyConfig, adapter_dir: str | None = None
+    ) -> None:
+        from peft import LoraConfig, PeftModel, get_peft_model
+
+        super().__init__()
+        self.config = config
+        self.arch: ArchSpec = get_arch(base.config.model_type)
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        base.requires_grad_(False)
+        if config.gradient_checkpointing:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if adapter_dir is not None:
+            self.model = PeftModel.from_pretrained(base, adapter_dir, is_trainable=True)
+        else:
+            lcfg = LoraConfig(
+                r=config.lora_r,
+                lora_alpha=config.lora_alpha,
+                lora_dropout=config.lora_dropout,
+                target_modules=config.lora_target_modules or self.arch.lora_targets(config.train_vision),
+                bias="none",
+            )
+            self.model = get_peft_model(base, lcfg)
+        lm_head = base.get_output_embeddings()
+        self.hidden_size: int = lm_head.in_features
+        self.vocab_size: int = lm_head.out_features
+        hd = getattr(torch, config.head_dtype)
+        dev = lm_head.weight.device
+        self.critic_head = nn.Linear(
+            self.hidden_size, self.vocab_size, bias=config.critic_bias, dtype=hd, device=dev
+        )
+        gen = torch.Generator().manual_seed(config.seed)
+        with torch.no_grad():
+            w = torch.zeros(self.critic_head.weight.shape, dtype=torch.float32)
+            if config.critic_init_std > 0:
+                w.normal_(0.0, config.critic_init_std, generator=gen)
+            self.critic_head.weight.copy_(w)
+            if self.critic_head.bias is not None:
+                self.critic_head.bias.fill_(config.critic_init_bias)
+        self.target_head = copy.deepcopy(self.critic_head).requires_grad_(False)
+
+        tok = self.tokenizer
+        eot = tok.convert_tokens_to_ids(self.arch.eot_token) if self.arch.eot_token else None
+        if eot is None or eot == tok.unk_token_id:
+            eot = tok.eos_token_id
+        self.eot_token_id: int = int(eot)
+        stops = {self.eot_token_id}
+        if tok.eos_token_id is not None:
+            stops.add(int(tok.eos_token_id))
+        gen_eos = getattr(getattr(base, "generation_config", None), "eos_token_id", None)
+        stops.update([gen_eos] if isinstance(gen_eos, int) else list(gen_eos or []))
+        self.stop_token_ids: list[int] = sorted(stops)
+        pad = tok.pad_token_id
+        self.pad_token_id: int = int(pad if pad is not None else self.eot_token_id)
+        self._feature_cache: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self.cache_hits = 0
+        self.cache_misses = 0
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike[str],
+        config: PolicyConfig | None = None,
+        *,
+        device: str | torch.device | None = None,
+        **overrides: Any,
+    ) -> Policy:
+        """Load a base HF model (hub name or folder) with fresh LoRA + critic head, or a saved vlmq
+        policy folder (one with ``policy_config.json``: base by its recorded name, then adapters and
+        heads). ``overrides`` replace :class:`PolicyConfig` fields. A base folder written by
+        :meth:`merge` also restores its critic head from ``critic_head.safetensors``.
+        """
+        path = Path(name_or_path).expanduser()
+        if (path / POLICY_CONFIG).is_file():
+            saved = json.loads((path / POLICY_CONFIG).read_text())
+            cfg = PolicyConfig.from_dict(saved.get("config", saved))
+            if config is not None:
+                cfg = dataclasses.replace(config, base_model=cfg.base_model)
+            # the saved adapters fix the LoRA shape: overrides of those fields are ignored
+            fixed = {k: getattr(cfg, k) for k in _ADAPTER_FIELDS}
+            cfg = dataclasses.replace(cfg, **{**overrides, **fixed})
+            base, proc = cls._load_base(cfg.base_model, cfg)
+            policy = cls(base, proc, cfg, adapter_dir=str(path))
+            policy.load_heads(path / HEADS_FILE)
+        else:
+            cfg = dataclasses.replace(
+                config or PolicyConfig(), base_model=_resolve(name_or_path), **overrides
+            )
+            base, proc = cls._load_base(cfg.base_model, cfg)
+            policy = cls(base, proc, cfg)
+            if (path / HEADS_FILE).is_file():
+                policy.load_heads(path / HEADS_FILE)
+        if device is not None:
+            policy.to(device)
+        return policy
+
+    @staticmethod
+    def _load_base(name_or_path: str, cfg: PolicyConfig) -> tuple[nn.Module, Any]:
+        from transformers import AutoModelForImageTextToText
+
+        kwargs: dict[str, Any] = {"dtype": getattr(torch, cfg.dtype)}
+        if cfg.attn_implementation:
+            kwargs["attn_implementation"] = cfg.attn_implementation
+        base = AutoModelForImageTextToText.from_pretrained(name_or_path, **kwargs)
+        proc = load_processor(name_or_path, base.config.model_type)
+        return base, proc
+
+    def load_heads(self, file: str | os.PathLike[str]) -> None:
+        """Load ``critic.*`` (and ``target.*`` when present, else a copy of the critic) from safetensors."""
+        from safetensors.torch import load_file
+
+        sd = load_file(str(file), device=str(self.device))
+        critic = {k.split(".", 1)[1]: v for k, v in sd.items() if k.startswith("critic.")}
+        target = {k.split(".", 1)[1]: v for k, v in sd.items() if k.startswith("target.")}
+        self.critic_head.load_state_dict(critic)
+        self.target_head.load_state_dict(target or critic)
+
+    # ------------------------------------------------------------------ saving
+    def _heads_state(self) -> dict[str, torch.Tensor]:
+        sd = {f"critic.{k}": v for k, v in self.critic_head.state_dict().items()}
+        sd.update({f"target.{k}": v for k, v in self.target_head.state_dict().items()})
+        return {k: v.detach().contiguous().cpu() for k, v in sd.items()}
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Write adapters + critic/target heads + ``policy_config.json`` (safetensors) into ``directory``."""
+        from safetensors.torch import save_file
+
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(str(out))
+        save_file(self._heads_state(), str(out / HEADS_FILE))
+        meta = {"config": dataclasses.asdict(self.config), "model_type": self.arch.name, "format": 1}
+        (out / POLICY_CONFIG).write_text(json.dumps(meta, indent=2))
+        return out
+
+    def merge(self, directory: str | os.PathLike[str]) -> Path:
+        """Write a standalone model folder: base + LoRA merged (``AutoModelForImageTextToText``
+        loadable), the processor, and ``critic_head.safetensors`` beside it. ``self`` is unchanged."""
+        from safetensors.torch import save_file
+
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        merged = copy.deepcopy(self.model).merge_and_unload()
+        merged.save_pretrained(str(out))
+        del merged
+        self.processor.save_pretrained(str(out))
+        save_file(self._heads_state(), str(out / HEADS_FILE))
+        info = {"merged_from": self.config.base_model, "config": dataclasses.asdict(self.config)}
+        (out / MERGED_INFO).write_text(json.dumps(info, indent=2))
+        return out
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def device(self) -> torch.device:
+        return self.critic_head.weight.device
+
+    @property
+    def base_model(self) -> nn.Module:
+        """The HF ``*ForConditionalGeneration`` model (LoRA layers injected)."""
+        return self.model.get_base_model()
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The HF ``*Model`` (vision + language model, no LM head); returns final hidden states."""
+        return self.base_model.model
+
+    @property
+    def language_model(self) -> nn.Module:
+        return get_submodule(self.base_model, self.arch.lm_path)
+
+    @property
+    def lm_head(self) -> nn.Module:
+        return self.base_model.get_output_embeddings()
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """LoRA adapters + critic head (the target head is never trained)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    @property
+    def num_trainable(self) -> int:
+        return sum(p.numel() for p in self.trainable_parameters())
+
+    # ------------------------------------------------------------------ prompts and batches
+    def render_prompt(self, prompt: str) -> str:
+        """One user turn (image + ``prompt``) + the assistant generation prompt, as text."""
+        if getattr(self.processor, "chat_template", None):
+            messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+            return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return self.arch.render_fallback(prompt)
+
+    def encode(
+        self,
+        images: Sequence[ImageLike],
+        prompts: Sequence[str],
+        responses: Sequence[str] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Tokenise a batch of turns (one image each) on :attr:`device`.
+
+        With ``responses``: prompt + response + end-of-turn token, right padded, plus
+        ``response_mask`` (True on response tokens incl. the end-of-turn token). Without: left padded
+        prompts ending with the generation prompt, so position ``-1`` is the state before the first
+        response token. Always: ``input_ids``, ``attention_mask``, the vision inputs the model needs
+        (``pixel_values``, ``image_grid_thw``, ``mm_token_type_ids``, ...) and ``image_hash [B]``.
+        Response text is tokenised on its own and appended to the prompt ids, exactly as a generated
+        response follows its prompt.
+        """
+        if len(images) != len(prompts) or (responses is not None and len(responses) != len(prompts)):
+            raise ValueError("images, prompts (and responses) must have the same length")
+        pil = [to_pil(im) for im in images]
+        texts = [self.render_prompt(p) for p in prompts]
+        proc_images: list[Any] = [[im] for im in pil] if self.arch.nest_images else pil
+        enc = self.processor(text=texts, images=proc_images, return_tensors="pt", padding=True)
+        valid = enc["attention_mask"].bool()
+        keys = [k for k in TOKEN_KEYS if k in enc and k != "attention_mask"]
+        rows: list[dict[str, torch.Tensor]] = []
+        resp_lens: list[int] = []
+        for b in range(len(texts)):
+            row = {k: enc[k][b][valid[b]] for k in keys}
+            n_resp = 0
+            if responses is not None:
+                ids = self.tokenizer(responses[b], add_special_tokens=False)["input_ids"]
+                ids = torch.tensor([*ids, self.eot_token_id], dtype=row["input_ids"].dtype)
+                n_resp = len(ids)
+                for k in keys:
+                    ext = ids if k == "input_ids" else torch.zeros(n_resp, dtype=row[k].dtype)
+                    row[k] = torch.cat([row[k], ext])
+            rows.append(row)
+            resp_lens.append(n_resp)
+        B, T = len(rows), max(len(r["input_ids"]) for r in rows)
+        out: dict[str, torch.Tensor] = {}
+        for k in keys:
+            fill = self.pad_token_id if k == "input_ids" else 0
+            out[k] = torch.full((B, T), fill, dtype=enc[k].dtype)
+        out["attention_mask"] = torch.zeros((B, T), dtype=enc["attention_mask"].dtype)
+        if responses is not None:
+            out["response_mask"] = torch.zeros((B, T), dtype=torch.bool)
+        for b, row in enumerate(rows):
+            n = len(row["input_ids"])
+            sl = slice(0, n) if responses is not None else slice(T - n, T)
+            for k in keys:
+                out[k][b, sl] = row[k]
+            out["attention_mask"][b, sl] = 1
+            if responses is not None:
+                out["response_mask"][b, n - resp_lens[b] : n] = True
+        for k, v in enc.items():
+            if k not in out and isinstance(v, torch.Tensor):
+                out[k] = v
+        out["image_hash"] = torch.tensor([image_hash(im) for im in pil], dtype=torch.long)
+        return {k: v.to(self.device) for k, v in out.items()}
+
+    # ------------------------------------------------------------------ backbone and heads
+    def _model_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        inputs: dict[str, Any] = {k: v for k, v in batch.items() if k not in NON_MODEL_KEYS}
+        if self.arch.position_ids_from_mask and "position_ids" not in inputs:
+            inputs["position_ids"] = (inputs["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
+        return inputs
+
+    def feature_cache_enabled(self) -> bool:
+        """Image features are cached when the vision tower is frozen and the cache has room."""
+        return (
+            self.config.feature_cache_size > 0
+            and not self.config.train_vision
+            and self.arch.image_features is not None
+        )
+
+    def clear_feature_cache(self) -> None:
+        """Forget cached image features (call after changing the vision tower's weights)."""
+        self._feature_cache.clear()
+
+    def _use_cached_features(self, batch: dict[str, torch.Tensor], inputs: dict[str, Any]) -> None:
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        assert self.arch.image_features is not None
+        keys = batch["image_hash"].tolist()
+        todo: dict[int, int] = {}
+        for i, key in enumerate(keys):
+            if key not in self._feature_cache and key not in todo:
+                todo[key] = i
+        fresh: dict[int, torch.Tensor] = {}
+        if todo:
+            with torch.no_grad():
+                feats = self.arch.image_features(self.backbone, inputs, list(todo.values()))
+            fresh = {key: f.detach() for key, f in zip(todo, feats, strict=True)}
+        self.cache_misses += len(todo)
+        self.cache_hits += len(keys) - len(todo)
+        pooled = []
+        for key in keys:
+            f = fresh.get(key)
+            if f is None:
+                f = self._feature_cache[key]
+                self._feature_cache.move_to_end(key)
+            pooled.append(f.to(self.device))
+        for key, f in fresh.items():
+            self._feature_cache[key] = f
+        while len(self._feature_cache) > self.config.feature_cache_size:
+            self._feature_cache.popitem(last=False)
+        for k in self.arch.pixel_keys:
+            inputs.pop(k, None)
+        inputs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=pooled)}
+
+    def hidden(self, batch: dict[str, torch.Tensor], use_feature_cache: bool | None = None) -> torch.Tensor:
+        """Final (normed) hidden states ``[B, T, H]`` in one backbone pass.
+
+        Image features come from the cache (keyed by ``image_hash``) when it is enabled; the result
+        equals the uncached pass (``use_feature_cache=False``).
+        """
+        inputs = self._model_inputs(batch)
+        if use_feature_cache is None:
+            use_feature_cache = self.feature_cache_enabled()
+        if use_feature_cache and "image_hash" in batch and "pixel_values" in inputs:
+            self._use_cached_features(batch, inputs)
+        out = self.backbone(**inputs, use_cache=False)
+        return out.last_hidden_state
+
+    def actor_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """The LM head on hidden states ``[..., H] -> [..., V]`` (as ``head_dtype``)."""
+        return self.lm_head(h).to(getattr(torch, self.config.head_dtype))
+
+    def critic_q(self, h: torch.Tensor) -> torch.Tensor:
+        """Q-values of every vocabulary token, ``[..., H] -> [..., V]``."""
+        return self.critic_head(h.to(self.critic_head.weight.dtype))
+
+    def target_q(self, h: torch.Tensor) -> torch.Tensor:
+        """Target-critic Q-values (no gradient to the target head), ``[..., H] -> [..., V]``."""
+        return self.target_head(h.to(self.target_head.weight.dtype))
+
+    @torch.no_grad()
+    def update_target(self, tau: float = 1.0) -> None:
+        """Polyak averaging ``target <- (1 - tau) target + tau critic``; ``tau=1`` copies exactly."""
+        for pt, p in zip(self.target_head.parameters(), self.critic_head.parameters(), strict=True):
+            if tau >= 1.0:
+                pt.copy_(p)
+            else:
+                pt.lerp_(p, tau)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(actor logits, Q)``, both ``[B, T, V]``, from one backbone pass."""
+        h = self.hidden(batch)
+        return self.actor_logits(h), self.critic_q(h)
+
+    # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def generate(
+        self,
+        images: Sequence[ImageLike],
+        prompts: Sequence[str],
+        *,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        greedy: bool = False,
+        max_new_tokens: int | None = None,
+        seed: int | None = None,
+    ) -> list[Generation]:
+        """Answer a batch of (image, prompt) turns in one KV-cached ``generate`` call (left padded).
+
+        Image features go through the feature cache (when enabled), so the learner's later pass over
+        the same turn skips the vision tower. Stops each row at the end-of-turn token or eos. ``greedy`` (or ``temperature <= 0``) takes the
+        argmax; otherwise samples with ``temperature`` and nucleus ``top_p``; ``seed`` makes sampling
+        reproducible without touching the global RNG.
+        """
+        from transformers import GenerationConfig
+
+        if not prompts:
+            return []
+        batch = self.encode(images, prompts)
+        inputs = {k: v for k, v in batch.items() if k not in NON_MODEL_KEYS}
+        if self.feature_cache_enabled() and "pixel_values" in inputs:
+            # reuse cached image features and leave this turn's in the cache for the learner
+            self._use_cached_features(batch, inputs)
+        T = inputs["input_ids"].shape[1]
+        sample = not greedy and temperature > 0
+        gcfg = GenerationConfig(
+            max_new_tokens=max_new_tokens or self.config.max_new_tokens,
+            do_sample=sample,
+            temperature=temperature if sample else None,
+            top_p=top_p if sample else None,
+            top_k=0 if sample else None,
+            eos_token_id=self.stop_token_ids,
+            pad_token_id=self.pad_token_id,
+            use_cache=True,
+        )
+        was_training = self.training
+        self.eval()
+        try:
+            devices = [self.device] if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices, enabled=seed is not None):
+                if seed is not None:
+                    torch.manual_seed(seed)
+                out = self.model.generate(**inputs, generation_config=gcfg)
+        finally:
+            self.train(was_training)
+        stops = set(self.stop_token_ids)
+        gens: list[Generation] = []
+        for row in out[:, T:].tolist():
+            ids: list[int] = []
+            finished = False
+            for t in row:
+                ids.append(t)
+                if t in stops:
+                    finished = True
+                    break
+            gens.append(Generation(self.tokenizer.decode(ids, skip_special_tokens=True), ids, finished))
+        return gens

@@ -1,0 +1,343 @@
+"""Tiny random VLMs of the real architectures, built offline (tests, benchmarks, smoke runs).
+
+``build_tiny(arch)`` returns ``(model, processor)`` made from the architecture's own config classes
+(hidden 64, 2 LM layers, 2 vision layers) with a byte-level BPE tokenizer trained on the fly on domain
+text (numbers, cards, actions, JSON answers), the architecture's special tokens, a PIL image
+processor (no torchvision needed) and a chat template in the architecture's style.
+``save_tiny(arch, dir)`` writes a folder that ``Policy.from_pretrained(dir)`` and
+``AutoModelForImageTextToText.from_pretrained(dir)`` load through the real code path. Nothing is
+downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vlmq.models.arch import qwen2vl_image_only_processor_class
+
+TINY_ARCHS = ("idefics3", "qwen2_vl", "qwen2_5_vl", "llava")
+
+_TEXT = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=2048,
+    tie_word_embeddings=False,
+)
+
+# Chat templates in the style of the real checkpoints (one image per user turn).
+SMOLVLM_TEMPLATE = (
+    "<|im_start|>{% for message in messages %}{{ message['role'] | capitalize }}"
+    "{% if message['content'][0]['type'] == 'image' %}{{ ':' }}{% else %}{{ ': ' }}{% endif %}"
+    "{% for line in message['content'] %}{% if line['type'] == 'text' %}{{ line['text'] }}"
+    "{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}<end_of_utterance>\n"
+    "{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
+)
+QWEN_TEMPLATE = (
+    "{% if messages[0]['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "{% endif %}{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for c in message['content'] %}{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+LLAVA_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] == 'user' %}USER: "
+    "{% for c in message['content'] %}{% if c['type'] == 'image' %}<image>\n"
+    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %} "
+    "{% else %}ASSISTANT: {% for c in message['content'] %}{% if c['type'] == 'text' %}{{ c['text'] }}"
+    "{% endif %}{% endfor %}</s>{% endif %}{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+
+def domain_corpus() -> list[str]:
+    """Text the tiny tokenizer is trained on, so prompts and actions tokenize compactly."""
+    from vlmq.models.prompts import format_response
+
+    ranks = ["ace", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
+    ranks += ["jack", "queen", "king", "A", "J", "Q", "K"]
+    suits = ["hearts", "spades", "clubs", "diamonds"]
+    actions = ["+", "-", "hit", "stand", "left", "right", "forward", "pickup", "drop", "toggle", "done"]
+    actions += [f"click(ref={i})" for i in range(40)] + [f"click(x={i * 10}, y={i * 7})" for i in range(20)]
+    actions += [f'type(ref={i}, text="hello")' for i in range(10)]
+    actions += ["1+2*3=7", "(3+5)*3=24", "12=4*3", "24=(8-2)*4", "=", "*", "/", "(", ")"]
+    lines = [" ".join(str(i) for i in range(100))]
+    lines += [f"{r} of {s}" for r in ranks for s in suits]
+    lines += [format_response(a) for a in actions]
+    lines += [format_response(a, thoughts=f"I should do {a} now.") for a in actions[:30]]
+    lines += [
+        "You are playing a game. Your goal: reach the target number. Current number: 3. Target number: 7.",
+        "Actions: answer with one of the actions below. Example of a valid answer:",
+        "Observation: the dealer shows a king; your cards are a seven and a nine (total 16).",
+        "Answer with a JSON object and nothing else. Invalid action. Feedback: the formula is incomplete.",
+        "go to the red ball. pick up the blue key. open the yellow door. put the box next to the ball.",
+        "Click on the button labelled OK. Elements: [ref=3] button 'OK' [ref=5] input text [ref=7] link",
+        "What do you see in the image? I see a red square on a green background with white cards.",
+        "The quick brown fox jumps over the lazy dog. Move left, move right, pick up the key.",
+    ]
+    return lines * 4
+
+
+def make_tokenizer(
+    special_tokens: list[str], vocab_size: int = 1024, **named_specials: Any
+) -> Any:  # PreTrainedTokenizerFast
+    """Train a byte-level BPE (~0.1 s) on :func:`domain_corpus` and wrap it as a HF fast tokenizer.
+
+    ``special_tokens`` each get one id; ``named_specials`` are ``bos_token``, ``eos_token`` ... and
+    ``extra_special_tokens``.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=special_tokens,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(domain_corpus(), trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **named_specials)
+
+
+def _idefics3(
+    image_size: int = 64,
+    patch: int = 16,
+    sf: int = 2,
+    vision: dict[str, Any] | None = None,
+    text: dict[str, Any] | None = None,
+) -> tuple[Any, Any]:
+    from transformers import Idefics3Config, Idefics3Processor
+    from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
+
+    rows_cols = [f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)]
+    specials = ["<|endoftext|>", "<|im_start|>", "<pad>", "<image>", "<fake_token_around_image>"]
+    specials += ["<global-img>", "<end_of_utterance>", *rows_cols]
+    tok = make_tokenizer(
+        specials,
+        bos_token="<|im_start|>",
+        eos_token="<end_of_utterance>",
+        pad_token="<pad>",
+        unk_token="<|endoftext|>",
+        extra_special_tokens={
+            "image_token": "<image>",
+            "fake_image_token": "<fake_token_around_image>",
+            "global_image_token": "<global-img>",
+            "end_of_utterance_token": "<end_of_utterance>",
+        },
+    )
+    ip = Idefics3ImageProcessorPil(
+        do_resize=True,
+        size={"longest_edge": image_size},
+        do_image_splitting=False,
+        max_image_size={"longest_edge": image_size},
+    )
+    proc = Idefics3Processor(
+        image_processor=ip,
+        tokenizer=tok,
+        image_seq_len=(image_size // patch) ** 2 // sf**2,
+        chat_template=SMOLVLM_TEMPLATE,
+    )
+    vision_cfg = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+    vision_cfg.update(vision or {})
+    text_cfg = dict(
+        model_type="llama",
+        vocab_size=len(tok),
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        **_TEXT,
+    )
+    text_cfg.update(text or {})
+    cfg = Idefics3Config(
+        vision_config=dict(image_size=image_size, patch_size=patch, **vision_cfg),
+        text_config=text_cfg,
+        scale_factor=sf,
+        image_token_id=proc.image_token_id,
+        tie_word_embeddings=text_cfg["tie_word_embeddings"],
+    )
+    return cfg, proc
+
+
+def build_smolvlm_sized(seed: int = 0, dtype: torch.dtype = torch.float32) -> tuple[nn.Module, Any]:
+    """A random Idefics3 model with SmolVLM-256M's shapes (228 M params: SigLIP 768x12 at 512 px,
+    64 image tokens; Llama 576x30, 9/3 heads, vocab 49280, tied embeddings) and the tiny tokenizer
+    (its ids are a subset of the vocabulary). For cost benchmarks only: the weights are random."""
+    from transformers import AutoModelForImageTextToText
+
+    cfg, proc = _idefics3(
+        image_size=512,
+        patch=16,
+        sf=4,
+        vision=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
+        text=dict(
+            vocab_size=49280,
+            hidden_size=576,
+            intermediate_size=1536,
+            num_hidden_layers=30,
+            num_attention_heads=9,
+            num_key_value_heads=3,
+            max_position_embeddings=8192,
+            rope_theta=100000.0,
+            tie_word_embeddings=True,
+        ),
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForImageTextToText.from_config(cfg, dtype=dtype)
+    model.generation_config.eos_token_id = proc.tokenizer.eos_token_id
+    model.generation_config.pad_token_id = proc.tokenizer.pad_token_id
+    model.eval()
+    return model, proc
+
+
+def _qwen(arch: str) -> tuple[Any, Any]:
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>"]
+    specials += ["<|image_pad|>", "<|video_pad|>"]
+    tok = make_tokenizer(
+        specials, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token="<|endoftext|>"
+    )
+    ip = Qwen2VLImageProcessorPil(
+        min_pixels=56 * 56, max_pixels=56 * 56, patch_size=14, merge_size=2, temporal_patch_size=2
+    )
+    proc = qwen2vl_image_only_processor_class()(
+        image_processor=ip, tokenizer=tok, chat_template=QWEN_TEMPLATE
+    )
+    c = tok.convert_tokens_to_ids
+    text = dict(
+        vocab_size=len(tok),
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=None,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+        **_TEXT,
+    )
+    ids = dict(
+        image_token_id=c("<|image_pad|>"),
+        video_token_id=c("<|video_pad|>"),
+        vision_start_token_id=c("<|vision_start|>"),
+        vision_end_token_id=c("<|vision_end|>"),
+    )
+    if arch == "qwen2_vl":
+        from transformers import Qwen2VLConfig
+
+        vision = dict(
+            depth=2,
+            embed_dim=32,
+            hidden_size=64,
+            num_heads=2,
+            mlp_ratio=2,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+        )
+        cfg = Qwen2VLConfig(text_config=text, vision_config=vision, **ids)
+    else:
+        from transformers import Qwen2_5_VLConfig
+
+        vision = dict(
+            depth=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            out_hidden_size=64,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            window_size=56,
+            fullatt_block_indexes=[1],
+        )
+        cfg = Qwen2_5_VLConfig(text_config=text, vision_config=vision, **ids)
+    return cfg, proc
+
+
+def _llava(image_size: int = 32, patch: int = 8) -> tuple[Any, Any]:
+    from transformers import LlavaConfig, LlavaProcessor
+    from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
+
+    tok = make_tokenizer(
+        ["<unk>", "<s>", "</s>", "<pad>", "<image>"],
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+    )
+    ip = LlavaImageProcessorPil(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+    proc = LlavaProcessor(
+        image_processor=ip,
+        tokenizer=tok,
+        patch_size=patch,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        image_token="<image>",
+        chat_template=LLAVA_TEMPLATE,
+    )
+    cfg = LlavaConfig(
+        vision_config=dict(
+            model_type="clip_vision_model",
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=image_size,
+            patch_size=patch,
+            projection_dim=32,
+        ),
+        text_config=dict(
+            model_type="llama",
+            vocab_size=len(tok),
+            pad_token_id=tok.pad_token_id,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            **_TEXT,
+        ),
+        image_token_index=proc.image_token_id,
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+    )
+    return cfg, proc
+
+
+def build_tiny(arch: str, seed: int = 0) -> tuple[nn.Module, Any]:
+    """A tiny random ``(model, processor)`` of ``arch`` (one of :data:`TINY_ARCHS`), seeded."""
+    from transformers import AutoModelForImageTextToText
+
+    if arch == "idefics3":
+        cfg, proc = _idefics3()
+    elif arch in ("qwen2_vl", "qwen2_5_vl"):
+        cfg, proc = _qwen(arch)
+    elif arch == "llava":
+        cfg, proc = _llava()
+    else:
+        raise ValueError(f"unknown tiny arch {arch!r}; choose from {TINY_ARCHS}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForImageTextToText.from_config(cfg)
+    tok = proc.tokenizer
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.bos_token_id = tok.bos_token_id
+    model.eval()
+    return model, proc
+
+
+def save_tiny(arch: str, directory: str | os.PathLike[str], seed: int = 0) -> Path:
+    """Write a tiny model + processor folder (loadable by ``Policy.from_pretrained``); returns it."""
+    out = Path(directory)
+    model, proc = build_tiny(arch, seed=seed)
+    model.save_pretrained(out)
+    proc.save_pretrained(out)
+    return out

@@ -1,0 +1,278 @@
+"""The VLM policy on tiny random models of every supported architecture (CPU, offline)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vlmq.models.arch import get_arch, get_submodule
+from vlmq.models.policy import Policy, PolicyConfig, image_hash
+from vlmq.models.tiny import TINY_ARCHS, save_tiny
+
+ARCHS = list(TINY_ARCHS)
+PROMPTS = ["go left", "What is the number on the card? Answer with a JSON object please.", "hi"]
+RESPONSES = ['{"action": "hit"}', "x", '{"thoughts": "the ball is left", "action": "click(ref=3)"}']
+
+
+@pytest.fixture(scope="module")
+def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny")
+    return {a: save_tiny(a, root / a, seed=0) for a in ARCHS}
+
+
+def _images(n: int, seed: int = 0) -> list[np.ndarray]:
+    rs = np.random.RandomState(seed)
+    return [(rs.rand(60 + 4 * i, 80, 3) * 255).astype(np.uint8) for i in range(n)]
+
+
+def _perturb(pol: Policy, seed: int = 1) -> None:
+    """Give LoRA-B and the critic head non-zero values so that adapters matter."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in pol.named_parameters():
+            if p.requires_grad:
+                p.add_(torch.randn(p.shape, generator=g) * (0.5 if "lora_B" in n else 0.05))
+
+
+def _load(tiny_dirs: dict[str, Path], arch: str, **kw: object) -> Policy:
+    torch.manual_seed(0)
+    return Policy.from_pretrained(tiny_dirs[arch], **kw)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_heads_shapes_and_dtypes(tiny_dirs: dict[str, Path], arch: str) -> None:
+    pol = _load(tiny_dirs, arch)
+    batch = pol.encode(_images(3), PROMPTS, RESPONSES)
+    logits, q = pol(batch)
+    B, T = batch["input_ids"].shape
+    V = pol.vocab_size
+    assert logits.shape == q.shape == (B, T, V)
+    assert logits.dtype == q.dtype == torch.float32
+    h = pol.hidden(batch)
+    assert h.shape == (B, T, pol.hidden_size)
+    sel = h[batch["response_mask"]]  # gather positions before the vocab-sized matmul
+    assert pol.actor_logits(sel).shape == pol.critic_q(sel).shape == pol.target_q(sel).shape == (len(sel), V)
+    assert torch.equal(pol.actor_logits(h), logits)
+    # default critic init: zero weights, zero bias
+    assert torch.count_nonzero(q) == 0
+    assert pol.critic_head.bias is not None
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_encode_layouts(tiny_dirs: dict[str, Path], arch: str) -> None:
+    pol = _load(tiny_dirs, arch)
+    images = _images(3)
+    train = pol.encode(images, PROMPTS, RESPONSES)
+    gen = pol.encode(images, PROMPTS)
+    am, rm = train["attention_mask"].bool(), train["response_mask"]
+    assert "response_mask" not in gen
+    assert bool(am[:, 0].all()) and bool(gen["attention_mask"][:, -1].all())  # right vs left padding
+    tok = pol.tokenizer
+    for b, resp in enumerate(RESPONSES):
+        ids = train["input_ids"][b][rm[b]].tolist()
+        assert ids == [*tok(resp, add_special_tokens=False)["input_ids"], pol.eot_token_id]
+        n = int(am[b].sum())
+        assert bool(rm[b, n - 1]) and not bool(rm[b, n:].any())  # response ends at the last real token
+        prompt_ids = gen["input_ids"][b][gen["attention_mask"][b].bool()].tolist()
+        assert train["input_ids"][b, : len(prompt_ids)].tolist() == prompt_ids
+    # the last prompt-only position is the state before the first response token
+    with torch.no_grad():
+        _perturb(pol)
+        h_train, h_gen = pol.hidden(train), pol.hidden(gen)
+    first = rm.float().argmax(dim=1)
+    before = h_train[torch.arange(3), first - 1]
+    torch.testing.assert_close(h_gen[:, -1], before, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_lora_trains_only_adapters_and_critic(tiny_dirs: dict[str, Path], arch: str) -> None:
+    pol = _load(tiny_dirs, arch)
+    spec = get_arch(arch)
+    trainable = {n for n, p in pol.named_parameters() if p.requires_grad}
+    assert trainable and all(("lora_" in n) or n.startswith("critic_head.") for n in trainable)
+    for path in spec.vision_paths:
+        assert not any(p.requires_grad for p in get_submodule(pol.base_model, path).parameters())
+    assert not any(p.requires_grad for p in pol.target_head.parameters())
+    assert pol.num_trainable == sum(p.numel() for p in pol.trainable_parameters())
+    frozen_before = {n: p.detach().clone() for n, p in pol.named_parameters() if not p.requires_grad}
+    train_before = {n: p.detach().clone() for n, p in pol.named_parameters() if p.requires_grad}
+    pol.train()
+    opt = torch.optim.AdamW(pol.trainable_parameters(), lr=1e-2)
+    batch = pol.encode(_images(3), PROMPTS, RESPONSES)
+    h = pol.hidden(batch)
+    m = batch["response_mask"][:, 1:]
+    act = batch["input_ids"][:, 1:][m]
+    hs = h[:, :-1][m]
+    logp = torch.log_softmax(pol.actor_logits(hs), -1).gather(-1, act[:, None]).squeeze(-1)
+    q = pol.critic_q(hs).gather(-1, act[:, None]).squeeze(-1)
+    loss = -logp.mean() + ((q - 1.0) ** 2).mean()
+    loss.backward()
+    opt.step()
+    for n, p in pol.named_parameters():
+        if n in frozen_before:
+            assert torch.equal(p, frozen_before[n]), n
+    changed = [
+        n for n, p in pol.named_parameters() if n in train_before and not torch.equal(p, train_before[n])
+    ]
+    assert any("lora_B" in n for n in changed) and any(n.startswith("critic_head") for n in changed)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_batched_greedy_generation_equals_one_by_one(tiny_dirs: dict[str, Path], arch: str) -> None:
+    pol = _load(tiny_dirs, arch)
+    _perturb(pol)
+    images = _images(3)
+    batched = pol.generate(images, PROMPTS, greedy=True, max_new_tokens=6)
+    single = [
+        pol.generate([im], [p], greedy=True, max_new_tokens=6)[0]
+        for im, p in zip(images, PROMPTS, strict=True)
+    ]
+    assert [g.token_ids for g in batched] == [g.token_ids for g in single]
+    assert [g.text for g in batched] == [g.text for g in single]
+    assert all(len(g.token_ids) == 6 or g.finished for g in batched)
+
+
+@pytest.mark.parametrize("arch", ["idefics3", "qwen2_vl"])
+def test_generation_stops_at_end_of_turn_and_seeds(tiny_dirs: dict[str, Path], arch: str) -> None:
+    pol = _load(tiny_dirs, arch)
+    s1 = pol.generate(_images(2), PROMPTS[:2], temperature=1.0, top_p=0.9, max_new_tokens=5, seed=3)
+    s2 = pol.generate(_images(2), PROMPTS[:2], temperature=1.0, top_p=0.9, max_new_tokens=5, seed=3)
+    assert [g.token_ids for g in s1] == [g.token_ids for g in s2]
+    eot = pol.eot_token_id
+
+    def favour_eot(_m: torch.nn.Module, _i: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor:
+        out = out.clone()
+        out[..., eot] += 1e4
+        return out
+
+    handle = pol.lm_head.register_forward_hook(favour_eot)
+    try:
+        gens = pol.generate(_images(2), PROMPTS[:2], greedy=True, max_new_tokens=5)
+    finally:
+        handle.remove()
+    assert all(g.token_ids == [eot] and g.finished and g.text == "" for g in gens)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_save_load_round_trip_bit_for_bit(tiny_dirs: dict[str, Path], arch: str, tmp_path: Path) -> None:
+    pol = _load(tiny_dirs, arch, lora_r=4, critic_init_std=0.02)
+    _perturb(pol)
+    pol.update_target(0.5)
+    pol.eval()
+    batch = pol.encode(_images(2), PROMPTS[:2], RESPONSES[:2])
+    with torch.no_grad():
+        h = pol.hidden(batch)
+        logits, q, qt = pol.actor_logits(h), pol.critic_q(h), pol.target_q(h)
+    pol.save(tmp_path / "pol")
+    assert (tmp_path / "pol" / "policy_config.json").is_file()
+    pol2 = Policy.from_pretrained(tmp_path / "pol", lora_r=16)  # saved adapters fix the LoRA shape
+    pol2.eval()
+    assert pol2.config == pol.config and pol2.config.lora_r == 4
+    with torch.no_grad():
+        h2 = pol2.hidden(pol2.encode(_images(2), PROMPTS[:2], RESPONSES[:2]))
+        assert torch.equal(pol2.actor_logits(h2), logits)
+        assert torch.equal(pol2.critic_q(h2), q)
+        assert torch.equal(pol2.target_q(h2), qt)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_merge_gives_a_loadable_model_with_same_logits(
+    tiny_dirs: dict[str, Path], arch: str, tmp_path: Path
+) -> None:
+    from transformers import AutoModelForImageTextToText
+
+    pol = _load(tiny_dirs, arch)
+    _perturb(pol)
+    pol.eval()
+    batch = pol.encode(_images(2), PROMPTS[:2], RESPONSES[:2])
+    with torch.no_grad():
+        h = pol.hidden(batch, use_feature_cache=False)
+        logits, q = pol.actor_logits(h), pol.critic_q(h)
+    pol.merge(tmp_path / "merged")
+    merged = AutoModelForImageTextToText.from_pretrained(tmp_path / "merged").eval()
+    inputs = {k: v for k, v in batch.items() if k not in ("response_mask", "image_hash")}
+    if get_arch(arch).position_ids_from_mask:
+        inputs["position_ids"] = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        out = merged(**inputs).logits
+    am = batch["attention_mask"].bool()
+    torch.testing.assert_close(out[am], logits[am], atol=1e-4, rtol=1e-4)
+    # the merged folder also loads as a policy base and restores the critic head
+    pol2 = Policy.from_pretrained(tmp_path / "merged")
+    with torch.no_grad():
+        torch.testing.assert_close(pol2.critic_q(pol2.hidden(batch))[am], q[am], atol=1e-4, rtol=1e-4)
+    # merging left the live policy untouched
+    with torch.no_grad():
+        assert torch.equal(pol.actor_logits(pol.hidden(batch, use_feature_cache=False)), logits)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_feature_cache_matches_uncached(tiny_dirs: dict[str, Path], arch: str) -> None:
+    pol = _load(tiny_dirs, arch, feature_cache_size=3)
+    _perturb(pol)
+    batch = pol.encode(_images(3), PROMPTS, RESPONSES)
+    ref = pol.hidden(batch, use_feature_cache=False)
+    assert torch.equal(pol.hidden(batch), ref)  # fills the cache: same vision batch, same numbers
+    assert (pol.cache_misses, pol.cache_hits) == (3, 0)
+    assert torch.equal(pol.hidden(batch), ref)  # all from the cache
+    assert (pol.cache_misses, pol.cache_hits) == (3, 3)
+    # a duplicate image is computed once; a batch larger than the cache still works (LRU bound)
+    images = _images(4, seed=1)
+    images[3] = images[0].copy()
+    batch = pol.encode(images, [*PROMPTS, "again"], [*RESPONSES, "y"])
+    assert batch["image_hash"][0] == batch["image_hash"][3] == image_hash(images[0])
+    ref = pol.hidden(batch, use_feature_cache=False)
+    cached = pol.hidden(batch)
+    assert (pol.cache_misses, pol.cache_hits) == (6, 4)
+    assert len(pol._feature_cache) <= 3
+    # vision batches of different sizes may differ in the last float bits
+    torch.testing.assert_close(cached, ref, atol=5e-5, rtol=1e-4)
+    # gradients still reach the adapters through cached features
+    pol.train()
+    pol.critic_q(pol.hidden(batch)).sum().backward()
+    assert any(
+        p.grad is not None and p.grad.abs().sum() > 0 for n, p in pol.named_parameters() if "lora_B" in n
+    )
+
+
+@pytest.mark.parametrize("arch", ["idefics3", "qwen2_vl", "llava"])
+def test_generation_fills_the_feature_cache(tiny_dirs: dict[str, Path], arch: str) -> None:
+    pol = _load(tiny_dirs, arch)
+    _perturb(pol)
+    nocache = _load(tiny_dirs, arch, feature_cache_size=0)
+    nocache.load_state_dict(pol.state_dict())
+    images = _images(3)
+    gens = pol.generate(images, PROMPTS, greedy=True, max_new_tokens=5)
+    assert [g.token_ids for g in gens] == [
+        g.token_ids for g in nocache.generate(images, PROMPTS, greedy=True, max_new_tokens=5)
+    ]
+    assert (pol.cache_misses, pol.cache_hits) == (3, 0)
+    pol.hidden(pol.encode(images, PROMPTS, [g.text for g in gens]))  # the learner's pass: all hits
+    assert (pol.cache_misses, pol.cache_hits) == (3, 3)
+
+
+def test_train_vision_adds_vision_adapters_and_disables_cache(tiny_dirs: dict[str, Path]) -> None:
+    pol = _load(tiny_dirs, "idefics3", train_vision=True)
+    names = [n for n, p in pol.named_parameters() if p.requires_grad]
+    assert any("vision_model" in n for n in names) and any("text_model" in n for n in names)
+    assert not pol.feature_cache_enabled()
+
+
+def test_update_target_polyak(tiny_dirs: dict[str, Path]) -> None:
+    pol = _load(tiny_dirs, "llava", critic_init_std=0.1)
+    with torch.no_grad():
+        pol.critic_head.weight.add_(1.0)
+    before = pol.target_head.weight.clone()
+    pol.update_target(0.25)
+    torch.testing.assert_close(pol.target_head.weight, 0.75 * before + 0.25 * pol.critic_head.weight)
+    pol.update_target(1.0)
+    assert torch.equal(pol.target_head.weight, pol.critic_head.weight)
+
+
+def test_unsupported_arch_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="not supported"):
+        get_arch("paligemma")
+    assert PolicyConfig.from_dict({"lora_r": 3, "unknown": 1}).lora_r == 3
