@@ -39,7 +39,9 @@ def gather_positions(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def next_state_values(policy: Any, next_inputs: dict[str, torch.Tensor] | None, use_target: bool) -> torch.Tensor:
+def next_state_values(
+    policy: Any, next_inputs: dict[str, torch.Tensor] | None, use_target: bool
+) -> torch.Tensor:
     """``V'(s^0)`` at the last position of each (left-padded) prompt-only sequence."""
     if next_inputs is None or next_inputs["input_ids"].shape[0] == 0:
         return torch.zeros(0, device=policy.device)
@@ -77,7 +79,7 @@ def compute_loss(policy: Any, batch: Any, cfg: AFSFTConfig, use_target: bool = T
         q,
         q_target,
         actions,
-        mask & (inputs["response_mask"].to(device).any(1, keepdim=True)),
+        mask,
         batch.rewards.to(device).float(),
         batch.terminated.to(device).bool(),
         next_value,
