@@ -6,6 +6,9 @@ CLI does is also available from Python.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import NoReturn
+
 import typer
 
 app = typer.Typer(
@@ -77,6 +80,137 @@ def play_cmd(
     typer.echo(stats.summary())
     if save_frames is not None:
         typer.echo(f"first episode saved to {save_frames}")
+
+
+# --------------------------------------------------------------------------- training
+
+
+@app.command()
+def train(
+    env: str = typer.Option(None, "--env", help="Environment id, e.g. gym_cards/NumberLine."),
+    model: str = typer.Option(None, "--model", help="Base model (hub name or folder) or a saved policy."),
+    data: str = typer.Option(None, "--data", help="Offline dataset folder (from `vlmq collect`)."),
+    out: Path = typer.Option(None, "--out", help="Run folder (default runs/<env>-<filter>-seed<seed>)."),
+    filter: str = typer.Option("binary", "--filter", help="binary (AFSFT), exp (AWR) or none (SFT)."),
+    online: bool = typer.Option(False, "--online", help="After offline steps, train on own episodes."),
+    steps: int = typer.Option(200, help="Offline optimizer steps."),
+    batch_size: int = typer.Option(8, help="Turns per micro-batch."),
+    grad_accum: int = typer.Option(1, help="Micro-batches per optimizer step."),
+    lr: float = typer.Option(1e-4, help="AdamW learning rate."),
+    gamma: float = typer.Option(0.9, help="Discount between turns."),
+    beta: float = typer.Option(1.0, help="Exp filter temperature."),
+    target: str = typer.Option("polyak", help="Target critic: polyak or online (detached)."),
+    tau: float = typer.Option(0.05, help="Polyak rate of the target critic."),
+    lora_r: int = typer.Option(16, help="LoRA rank."),
+    online_rounds: int = typer.Option(4, help="Online rounds (collect, then train)."),
+    online_episodes: int = typer.Option(16, help="Episodes collected per online round."),
+    online_steps: int = typer.Option(50, help="Optimizer steps per online round."),
+    num_envs: int = typer.Option(4, help="Parallel environments for collection and evaluation."),
+    temperature: float = typer.Option(1.0, help="Sampling temperature for online collection."),
+    eval_every: int = typer.Option(100, help="Evaluate every N steps (0 = only at the end)."),
+    eval_episodes: int = typer.Option(20, help="Episodes per evaluation."),
+    checkpoint_every: int = typer.Option(50, help="Checkpoint every N steps."),
+    max_new_tokens: int = typer.Option(24, help="Response length limit."),
+    seed: int = typer.Option(0, help="Seed of everything."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
+    resume: Path = typer.Option(
+        None, "--resume", help="Continue the run in this folder from its last checkpoint."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Train a policy with AFSFT (or SFT / AWR): offline on --data, then online with --online."""
+    from vlmq.algo.afsft import AFSFTConfig
+    from vlmq.train.config import TrainConfig
+    from vlmq.train.learner import TrainingDiverged
+    from vlmq.train.learner import train as run_training
+
+    if resume is not None:
+        cfg = TrainConfig.load(resume / "config.json") if (resume / "config.json").is_file() else None
+        if cfg is None:
+            _fail(f"{resume}: not a vlmq run folder (no config.json)")
+    else:
+        if not env or not model:
+            _fail("--env and --model are required (or --resume RUN)")
+        if filter not in ("binary", "exp", "none"):
+            _fail(f"--filter must be binary, exp or none, not {filter!r}")
+        if target not in ("polyak", "online"):
+            _fail(f"--target must be polyak or online, not {target!r}")
+        if data is None and not online:
+            _fail("give --data (offline) and/or --online")
+        run = out or Path("runs") / f"{env.replace('/', '-')}-{filter}-seed{seed}"
+        cfg = TrainConfig(
+            env=env, model=model, data=data, out=str(run), seed=seed,
+            loss=AFSFTConfig(filter=filter, gamma=gamma, beta=beta),  # type: ignore[arg-type]
+            target=target, tau=tau, lr=lr, batch_size=batch_size, grad_accum=grad_accum,  # type: ignore[arg-type]
+            steps=steps if data else 0, lora_r=lora_r, lora_alpha=2 * lora_r, max_new_tokens=max_new_tokens,
+            eval_every=eval_every, eval_episodes=eval_episodes, checkpoint_every=checkpoint_every,
+            online=online, online_rounds=online_rounds, online_episodes=online_episodes,
+            online_steps=online_steps, num_envs=num_envs, temperature=temperature, device=device,
+        )  # fmt: skip
+    try:
+        summary = run_training(cfg, resume=resume is not None, show_progress=not quiet)
+    except (TrainingDiverged, FileExistsError, FileNotFoundError) as e:
+        _fail(str(e))
+    final = summary.get("final_eval", {})
+    typer.echo(f"run: {cfg.out}  steps: {summary['steps']}  wall: {summary['wall_time_s']} s")
+    for k in ("greedy/success_rate", "greedy/mean_return", "greedy/valid_rate"):
+        if k in final:
+            typer.echo(f"  {k}: {final[k]:.3f}")
+
+
+@app.command("eval")
+def eval_cmd(
+    env: str = typer.Option(..., "--env", help="Environment id."),
+    model: str = typer.Option(
+        ..., "--model", help="Base model, saved policy, or a run folder (its last checkpoint)."
+    ),
+    episodes: int = typer.Option(50, help="Evaluation episodes."),
+    temperature: float = typer.Option(0.0, help="0 = greedy."),
+    num_envs: int = typer.Option(4, help="Parallel environments."),
+    seed: int = typer.Option(1_000_000, help="First episode seed (training never uses these)."),
+    max_new_tokens: int = typer.Option(24, help="Response length limit."),
+    json_out: Path = typer.Option(None, "--json", help="Also write the results as JSON."),
+) -> None:
+    """Evaluate a policy (including the untrained base model: the prompting baseline)."""
+    from vlmq.models.policy import Policy
+    from vlmq.train.checkpoint import latest_checkpoint
+    from vlmq.train.evaluate import evaluate_policy
+    from vlmq.utils.io import atomic_write_json
+
+    path = Path(model)
+    ckpt = latest_checkpoint(path) if path.is_dir() else None
+    policy = Policy.from_pretrained(str(ckpt / "policy") if ckpt else model)
+    stats = evaluate_policy(policy, env, episodes=episodes, temperature=temperature, num_envs=num_envs,
+                            seed=seed, max_new_tokens=max_new_tokens)  # fmt: skip
+    m = stats.metrics()
+    typer.echo(
+        f"{env} ({episodes} episodes, {'greedy' if temperature == 0 else f'T={temperature}'}): "
+        f"success {m['success_rate']:.3f}  return {m['mean_return']:.3f}  valid {m['valid_rate']:.3f}"
+    )
+    for s in stats.samples[:3]:
+        typer.echo(f"  sample: {s}")
+    if json_out:
+        atomic_write_json(json_out, {"env": env, "model": model, "episodes": episodes, **m})
+
+
+@app.command()
+def plot(
+    runs: list[Path] = typer.Argument(..., help="Run folders to overlay."),
+    out: Path = typer.Option(Path("curves.png"), "--out", help="PNG to write."),
+) -> None:
+    """Plot learning curves of one or more runs into one PNG (e.g. AFSFT vs SFT)."""
+    from vlmq.train.plot import plot_runs
+
+    try:
+        typer.echo(str(plot_runs(runs, out)))
+    except ValueError as e:
+        _fail(str(e))
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    """Print one clear error line and exit (no traceback)."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
 
 
 def main() -> None:
