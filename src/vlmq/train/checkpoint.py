@@ -43,7 +43,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(run_dir: Path, step: int, policy: Any, trainer_state: dict[str, Any], keep: int = 2) -> Path:
+def save_checkpoint(
+    run_dir: Path, step: int, policy: Any, trainer_state: dict[str, Any], keep: int = 2
+) -> Path:
     """Write ``checkpoint-{step}`` atomically, point ``latest`` at it, prune old ones."""
     run_dir.mkdir(parents=True, exist_ok=True)
     final = run_dir / f"checkpoint-{step:06d}"

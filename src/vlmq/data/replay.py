@@ -1,0 +1,115 @@
+"""The replay store of online training (AMAGO's split): protected offline data + a FIFO of online episodes.
+
+Offline episodes are never evicted; they are streamed by :class:`~vlmq.data.loader.OfflineStream`.
+Online episodes are appended atomically to their own store (one shard per collection round) and the
+newest ``capacity`` of them form the FIFO window that batches sample from (older ones stay on disk as
+a record of the run but are never sampled again, and are not held in memory). Each batch takes ``online_fraction`` of its turns from the window (once
+it holds any) and the rest from the offline stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vlmq.data.loader import SAMPLE_COLUMNS, OfflineStream, TurnSample, samples_from_rows
+from vlmq.data.schema import Episode
+from vlmq.data.store import EpisodeStore
+
+
+class ReplayStore:
+    """Offline data (protected) + online FIFO, mixed per batch (see module docstring)."""
+
+    def __init__(
+        self,
+        online_dir: str | Path,
+        offline: EpisodeStore | None = None,
+        capacity: int = 2000,
+        online_fraction: float = 0.5,
+        seed: int = 0,
+    ) -> None:
+        if offline is None and online_fraction < 1.0:
+            online_fraction = 1.0
+        if not 0.0 <= online_fraction <= 1.0:
+            raise ValueError("online_fraction must be in [0, 1]")
+        self.online = EpisodeStore(online_dir, create=True)
+        self.offline_stream = OfflineStream(offline, seed) if offline is not None else None
+        self.capacity = capacity
+        self.online_fraction = online_fraction
+        self.seed = seed
+        self._window: list[tuple[str, list[TurnSample]]] = []  # (shard name, samples) newest last
+        self._episodes_in_window = 0
+        self.reload()
+
+    # ------------------------------------------------------------------ online FIFO
+    def reload(self) -> None:
+        """(Re)read the newest ``capacity`` online episodes from disk."""
+        window: list[tuple[str, list[TurnSample]]] = []
+        count = 0
+        shards = self.online.shards()
+        for i in range(len(shards) - 1, -1, -1):
+            if count >= self.capacity:
+                break
+            rows = self.online.read_shard(shards[i], SAMPLE_COLUMNS)
+            eps = sorted({r["episode_id"] for r in rows})
+            room = self.capacity - count
+            if len(eps) > room:  # keep only the newest `room` episodes of this shard
+                keep = set(eps[-room:])
+                rows = [r for r in rows if r["episode_id"] in keep]
+                eps = eps[-room:]
+            window.insert(0, (shards[i].name, samples_from_rows(rows, where=str(shards[i]))))
+            count += len(eps)
+        self._window = window
+        self._episodes_in_window = count
+
+    def add(self, episodes: Sequence[Episode]) -> None:
+        """Append online episodes (atomically, one shard) and slide the FIFO window."""
+        self.online.append(episodes)
+        self.reload()
+
+    def truncate_online(self, num_shards: int) -> None:
+        """Delete online shards beyond the first ``num_shards``: rolls back to a checkpoint's state, so
+        episodes collected after it (by a run that was then killed) are collected again on resume."""
+        for shard in self.online.shards()[num_shards:]:
+            shard.unlink(missing_ok=True)
+        self.reload()
+
+    @property
+    def num_online_shards(self) -> int:
+        return len(self.online.shards())
+
+    @property
+    def num_online_episodes(self) -> int:
+        return self._episodes_in_window
+
+    def online_samples(self) -> list[TurnSample]:
+        return [s for _, samples in self._window for s in samples]
+
+    # ------------------------------------------------------------------ sampling
+    def sample(self, n: int, rng: np.random.Generator) -> list[TurnSample]:
+        """``n`` turns: ``round(online_fraction * n)`` uniformly from the online window (if any), the
+        rest from the offline stream (or also online when there is no offline data)."""
+        online = self.online_samples()
+        n_on = round(self.online_fraction * n) if online else 0
+        if self.offline_stream is None:
+            if not online:
+                raise ValueError("replay is empty: no offline data and no online episodes yet")
+            n_on = n
+        out = self.offline_stream.take(n - n_on) if self.offline_stream is not None and n_on < n else []
+        if n_on:
+            out += [online[int(i)] for i in rng.integers(0, len(online), n_on)]
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "offline": self.offline_stream.state_dict() if self.offline_stream else None,
+            "online_shards": self.num_online_shards,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.offline_stream is not None and state.get("offline"):
+            self.offline_stream.load_state_dict(state["offline"])
+        self.truncate_online(int(state.get("online_shards", 0)))

@@ -1,0 +1,172 @@
+"""The episode schema: one row per turn, images as PNG bytes, a schema version (SPEC section 5).
+
+Datasets are model-agnostic: ``prompt`` is the user message of :func:`vlmq.models.prompts.build_prompt`
+and ``response`` the raw text the agent wrote; tokenisation happens at training time, per model.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+SCHEMA_VERSION = 1
+
+
+class DataError(ValueError):
+    """A dataset problem, with a one-line message naming the file and what is wrong."""
+
+
+def features() -> Any:
+    """The ``datasets.Features`` of a turn row."""
+    from datasets import Features, Value
+
+    return Features(
+        {
+            "schema_version": Value("int32"),
+            "episode_id": Value("string"),
+            "turn": Value("int32"),
+            "env_id": Value("string"),
+            "source": Value("string"),
+            "seed": Value("int64"),
+            "image": Value("binary"),
+            "obs_text": Value("string"),
+            "prompt": Value("string"),
+            "response": Value("string"),
+            "action": Value("string"),
+            "valid": Value("bool"),
+            "reward": Value("float32"),
+            "terminated": Value("bool"),
+            "truncated": Value("bool"),
+            "success": Value("bool"),
+            "strict_success": Value("bool"),
+            "episode_return": Value("float32"),
+            "final_image": Value("binary"),
+            "final_prompt": Value("string"),
+        }
+    )
+
+
+COLUMNS: tuple[str, ...] = (
+    "schema_version", "episode_id", "turn", "env_id", "source", "seed", "image", "obs_text", "prompt",
+    "response", "action", "valid", "reward", "terminated", "truncated", "success", "strict_success",
+    "episode_return", "final_image", "final_prompt",
+)  # fmt: skip
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """uint8 ``HxWx3`` array -> PNG bytes."""
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def decode_png(data: bytes, where: str = "image") -> np.ndarray:
+    """PNG bytes -> uint8 ``HxWx3`` array; a :class:`DataError` naming ``where`` if it does not decode."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except Exception as exc:
+        raise DataError(f"{where}: image does not decode ({type(exc).__name__}: {exc})") from None
+
+
+@dataclass
+class Turn:
+    """One agent turn: what it saw, what it wrote, what happened."""
+
+    image: np.ndarray
+    obs_text: str
+    prompt: str
+    response: str
+    action: str | None
+    valid: bool
+    reward: float
+    terminated: bool = False
+    truncated: bool = False
+
+
+@dataclass
+class Episode:
+    """A whole episode; ``final_image``/``final_prompt`` is the observation after the last step."""
+
+    episode_id: str
+    env_id: str
+    source: str
+    seed: int
+    turns: list[Turn] = field(default_factory=list)
+    final_image: np.ndarray | None = None
+    final_prompt: str | None = None
+    success: bool = False
+    strict_success: bool = False
+
+    @property
+    def episode_return(self) -> float:
+        return float(sum(t.reward for t in self.turns))
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The episode as schema rows (one per turn)."""
+        out = []
+        last = len(self.turns) - 1
+        for i, t in enumerate(self.turns):
+            out.append(
+                {
+                    "schema_version": SCHEMA_VERSION,
+                    "episode_id": self.episode_id,
+                    "turn": i,
+                    "env_id": self.env_id,
+                    "source": self.source,
+                    "seed": int(self.seed),
+                    "image": encode_png(t.image),
+                    "obs_text": t.obs_text,
+                    "prompt": t.prompt,
+                    "response": t.response,
+                    "action": t.action,
+                    "valid": bool(t.valid),
+                    "reward": float(t.reward),
+                    "terminated": bool(t.terminated),
+                    "truncated": bool(t.truncated),
+                    "success": bool(self.success),
+                    "strict_success": bool(self.strict_success),
+                    "episode_return": self.episode_return,
+                    "final_image": encode_png(self.final_image)
+                    if i == last and self.final_image is not None
+                    else None,
+                    "final_prompt": self.final_prompt if i == last else None,
+                }
+            )
+        return out
+
+    @classmethod
+    def from_rows(cls, rows: list[dict[str, Any]], where: str = "dataset") -> Episode:
+        """Rebuild an episode from its rows (any order)."""
+        rows = sorted(rows, key=lambda r: r["turn"])
+        first, last = rows[0], rows[-1]
+        turns = [
+            Turn(
+                image=decode_png(r["image"], f"{where}: episode {r['episode_id']} turn {r['turn']}"),
+                obs_text=r["obs_text"],
+                prompt=r["prompt"],
+                response=r["response"],
+                action=r["action"],
+                valid=bool(r["valid"]),
+                reward=float(r["reward"]),
+                terminated=bool(r["terminated"]),
+                truncated=bool(r["truncated"]),
+            )
+            for r in rows
+        ]
+        final = last.get("final_image")
+        return cls(
+            episode_id=first["episode_id"],
+            env_id=first["env_id"],
+            source=first["source"],
+            seed=int(first["seed"]),
+            turns=turns,
+            final_image=None if final is None else decode_png(final, f"{where}: final image"),
+            final_prompt=last.get("final_prompt"),
+            success=bool(first["success"]),
+            strict_success=bool(first["strict_success"]),
+        )

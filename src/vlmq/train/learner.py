@@ -1,0 +1,300 @@
+"""The learner: offline AFSFT on a dataset, then (optionally) online rounds on the agent's own episodes.
+
+``train(cfg)`` is the whole loop; ``train(cfg, resume=True)`` continues a killed run from its last
+checkpoint and ends where the uninterrupted run would have ended (same batches, same RNG streams).
+SFT, AFSFT and AWR are the same loop with a different ``cfg.loss.filter``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vlmq.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, set_rng_state
+from vlmq.train.config import TrainConfig
+from vlmq.train.logger import RunLogger
+from vlmq.train.objective import compute_loss
+from vlmq.utils.io import atomic_write_json
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss or gradient: the run stops, its last good checkpoint stays."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class TrainData:
+    """The learner's data: offline dataset + online FIFO (a :class:`ReplayStore`) and the collector."""
+
+    def __init__(self, cfg: TrainConfig, policy: Any, run_dir: Path) -> None:
+        from vlmq.data.replay import ReplayStore
+        from vlmq.data.store import EpisodeStore
+
+        self.cfg = cfg
+        self.policy = policy
+        offline = EpisodeStore(cfg.data) if cfg.data else None
+        self.replay = ReplayStore(
+            run_dir / "replay", offline, cfg.replay_capacity, cfg.online_fraction, seed=cfg.seed
+        )
+        self.rng = np.random.default_rng([cfg.seed, 1])
+
+    def next_batch(self) -> Any:
+        from vlmq.data.loader import make_batch
+
+        return make_batch(self.policy, self.replay.sample(self.cfg.batch_size, self.rng))
+
+    def collect_online(self, round_idx: int) -> dict[str, float]:
+        """Collect one round of episodes with the current policy into the replay store."""
+        from vlmq.data.collect import collect
+
+        cfg = self.cfg
+        was_training = self.policy.training
+        self.policy.eval()
+        try:
+            stats = collect(
+                cfg.env,
+                "model",
+                cfg.online_episodes,
+                model=self.policy,
+                num_envs=cfg.num_envs,
+                asynchronous=False,
+                seed=cfg.seed * 1_000_003 + 10_000 + round_idx * cfg.online_episodes,
+                temperature=cfg.temperature,
+                max_new_tokens=cfg.max_new_tokens,
+                cot=cfg.cot,
+                out=self.replay.online,
+                shard_episodes=cfg.online_episodes + 1,  # one shard per round
+                source=f"online:{round_idx}",
+                show_progress=False,
+            )
+        finally:
+            self.policy.train(was_training)
+        self.replay.reload()
+        return {**stats.metrics(), "replay_online_episodes": float(self.replay.num_online_episodes)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"replay": self.replay.state_dict(), "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.replay.load_state_dict(state["replay"])
+        self.rng.bit_generator.state = state["rng"]
+
+
+class Learner:
+    """Holds the policy, optimizer, data and logs of one run. Use :func:`train`."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool = False, show_progress: bool = True) -> None:
+        from vlmq.models.policy import Policy
+
+        self.run_dir = Path(cfg.out)
+        ckpt = latest_checkpoint(self.run_dir) if resume else None
+        if resume:
+            if not (self.run_dir / "config.json").is_file():
+                raise FileNotFoundError(f"{self.run_dir}: no config.json, not a vlmq run folder")
+            cfg = TrainConfig.load(self.run_dir / "config.json")
+        elif (self.run_dir / "config.json").exists() and latest_checkpoint(self.run_dir) is not None:
+            raise FileExistsError(f"{self.run_dir} already holds a run; use --resume or another --out")
+        self.cfg = cfg
+        self.show_progress = show_progress
+        self.device = resolve_device(cfg.device)
+        seed_everything(cfg.seed)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        cfg.save(self.run_dir / "config.json")
+
+        source = str(ckpt / "policy") if ckpt else cfg.model
+        self.policy = Policy.from_pretrained(
+            source, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, max_new_tokens=cfg.max_new_tokens
+        )
+        self.policy.to(self.device)
+        if ckpt is None:
+            self.policy.update_target(1.0)
+        params = list(self.policy.trainable_parameters())
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        warm = max(1, cfg.warmup_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warm))
+        self.use_bf16 = cfg.bf16 if cfg.bf16 is not None else self.device.type == "cuda"
+        self.logger = RunLogger(self.run_dir)
+        self.step = 0
+        self.online_round = 0
+        self.history: list[dict[str, Any]] = []
+        self.data = self._make_data()
+        if ckpt is not None:
+            state = load_trainer_state(ckpt)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.step = int(state["step"])
+            self.online_round = int(state.get("online_round", 0))
+            self.history = list(state.get("history", []))
+            self.data.load_state_dict(state["data"])
+            set_rng_state(state["rng"])
+            self._truncate_metrics(self.step)
+
+    # ------------------------------------------------------------------ data
+    def _make_data(self) -> TrainData:
+        return TrainData(self.cfg, self.policy, self.run_dir)
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop log records written after the checkpoint we resume from (they will be redone)."""
+        from vlmq.train.logger import read_metrics
+
+        path = self.run_dir / "metrics.jsonl"
+        if path.is_file():
+            import json
+
+            keep = [r for r in read_metrics(self.run_dir) if r["step"] <= step]
+            from vlmq.utils.io import atomic_write_text
+
+            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
+
+    # ------------------------------------------------------------------ one optimizer step
+    def train_step(self) -> dict[str, float]:
+        cfg = self.cfg
+        self.policy.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        totals: dict[str, float] = {}
+        for _ in range(cfg.grad_accum):
+            batch = self.data.next_batch()
+            autocast = (
+                torch.autocast(self.device.type, dtype=torch.bfloat16) if self.use_bf16 else nullcontext()
+            )
+            with autocast:
+                out = compute_loss(self.policy, batch, cfg.loss, use_target=cfg.target == "polyak")
+            if not torch.isfinite(out.loss):
+                raise TrainingDiverged(
+                    f"non-finite loss at step {self.step} (actor {out.actor_loss.item()}, critic "
+                    f"{out.critic_loss.item()}); the last good checkpoint is kept in {self.run_dir}"
+                )
+            (out.loss / cfg.grad_accum).backward()
+            for k, v in {
+                "loss": out.loss.item(),
+                "actor_loss": out.actor_loss.item(),
+                "critic_loss": out.critic_loss.item(),
+                **out.metrics,
+            }.items():
+                totals[k] = totals.get(k, 0.0) + v / cfg.grad_accum
+        params = [p for p in self.policy.trainable_parameters() if p.grad is not None]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+        if not torch.isfinite(grad_norm):
+            raise TrainingDiverged(f"non-finite gradient at step {self.step}; last good checkpoint kept")
+        self.optimizer.step()
+        self.scheduler.step()
+        if cfg.target == "polyak":
+            self.policy.update_target(cfg.tau)
+        self.step += 1
+        totals["grad_norm"] = float(grad_norm)
+        totals["lr"] = self.scheduler.get_last_lr()[0]
+        return totals
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self) -> dict[str, float]:
+        from vlmq.train.evaluate import evaluate_policy
+
+        cfg = self.cfg
+        results: dict[str, float] = {}
+        modes = [("greedy", 0.0)] + ([("sampled", cfg.temperature)] if cfg.eval_sampled else [])
+        for name, temp in modes:
+            stats = evaluate_policy(
+                self.policy,
+                cfg.env,
+                episodes=cfg.eval_episodes,
+                temperature=temp,
+                num_envs=cfg.num_envs,
+                seed=cfg.seed + 1_000_000,  # evaluation seeds never overlap training seeds
+                max_new_tokens=cfg.max_new_tokens,
+                cot=cfg.cot,
+                show_progress=False,
+            )
+            results.update({f"{name}/{k}": v for k, v in stats.metrics().items()})
+            if name == "greedy":
+                self.logger.text(self.step, "eval/samples", stats.samples[:5])
+        self.logger.scalars(self.step, results, prefix="eval/")
+        self.history.append({"step": self.step, **results})
+        return results
+
+    # ------------------------------------------------------------------ main loop
+    def run(self) -> dict[str, Any]:
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        t0 = time.time()
+        bar = tqdm(total=cfg.total_steps, initial=self.step, desc="train", disable=not self.show_progress)
+        if self.step == 0 and cfg.eval_every > 0:
+            self.evaluate()
+        try:
+            while self.step < cfg.total_steps:
+                if cfg.online and self.step >= cfg.steps:
+                    round_idx = (self.step - cfg.steps) // cfg.online_steps
+                    if round_idx >= self.online_round:
+                        stats = self.data.collect_online(round_idx)
+                        self.online_round = round_idx + 1
+                        self.logger.scalars(self.step, stats, prefix="online/")
+                metrics = self.train_step()
+                bar.update(1)
+                bar.set_postfix(
+                    loss=f"{metrics['loss']:.3f}", passed=f"{metrics.get('filter_pass_frac', 0):.2f}"
+                )
+                if self.step % cfg.log_every == 0 or self.step == cfg.total_steps:
+                    self.logger.scalars(self.step, metrics, prefix="train/")
+                if cfg.eval_every > 0 and (self.step % cfg.eval_every == 0 or self.step == cfg.total_steps):
+                    self.evaluate()
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.total_steps:
+                    self.save()
+        finally:
+            bar.close()
+        summary = self.summary(time.time() - t0)
+        atomic_write_json(self.run_dir / "summary.json", summary)
+        try:
+            from vlmq.train.plot import plot_runs
+
+            plot_runs([self.run_dir], self.run_dir / "curves.png")
+        except ValueError:
+            pass
+        self.logger.close()
+        return summary
+
+    def save(self) -> Path:
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "online_round": self.online_round,
+            "data": self.data.state_dict(),
+            "history": self.history,
+        }
+        return save_checkpoint(self.run_dir, self.step, self.policy, state, keep=self.cfg.keep_checkpoints)
+
+    def summary(self, wall_s: float) -> dict[str, Any]:
+        last = self.history[-1] if self.history else {}
+        return {
+            "env": self.cfg.env,
+            "model": self.cfg.model,
+            "filter": self.cfg.loss.filter,
+            "steps": self.step,
+            "online": self.cfg.online,
+            "final_eval": last,
+            "evals": self.history,
+            "wall_time_s": round(wall_s, 1),
+            "trainable_parameters": int(sum(p.numel() for p in self.policy.trainable_parameters())),
+            "device": str(self.device),
+        }
+
+
+def train(cfg: TrainConfig, resume: bool = False, show_progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) training; returns the summary also written to ``summary.json``."""
+    return Learner(cfg, resume=resume, show_progress=show_progress).run()
