@@ -82,6 +82,153 @@ def play_cmd(
         typer.echo(f"first episode saved to {save_frames}")
 
 
+# --------------------------------------------------------------------------- data
+
+
+@app.command()
+def collect(
+    env_id: str = typer.Argument(..., help="Environment id, e.g. gym_cards/NumberLine."),
+    policy: str = typer.Option("random", "--policy", "-p", help="random, expert, noisy or model."),
+    episodes: int = typer.Option(100, "--episodes", "-n", min=1, help="Episodes to collect."),
+    out: Path = typer.Option(..., "--out", help="Dataset folder (created, or appended to)."),
+    epsilon: float = typer.Option(0.2, min=0.0, max=1.0, help="Random-action rate of `noisy`."),
+    num_envs: int = typer.Option(1, "--num-envs", min=1, help="Environments in parallel (subprocesses)."),
+    seed: int = typer.Option(0, help="Episode k is reset with seed + k."),
+    model: str = typer.Option(
+        None, "--model", help="Policy for --policy model (base model or saved policy)."
+    ),
+    temperature: float = typer.Option(1.0, help="Sampling temperature of --policy model (0 = greedy)."),
+    max_new_tokens: int = typer.Option(24, help="Response length limit of --policy model."),
+) -> None:
+    """Collect episodes with a scripted policy or a model into a dataset folder."""
+    from vlmq.data.collect import collect as run_collect
+    from vlmq.data.schema import DataError
+    from vlmq.envs.registry import spec
+
+    if policy not in ("random", "expert", "noisy", "model"):
+        raise typer.BadParameter("choose random, expert, noisy or model", param_hint="--policy")
+    try:
+        spec(env_id)
+    except KeyError as exc:
+        raise typer.BadParameter(str(exc.args[0]), param_hint="ENV_ID") from None
+    pol = None
+    if policy == "model":
+        if not model:
+            raise typer.BadParameter("--policy model needs --model", param_hint="--model")
+        from vlmq.models.policy import Policy
+
+        pol = Policy.from_pretrained(model)
+    try:
+        stats = run_collect(
+            env_id, policy, episodes, num_envs=num_envs, seed=seed, epsilon=epsilon, model=pol,
+            temperature=temperature, max_new_tokens=max_new_tokens, out=out,
+        )  # fmt: skip
+    except DataError as exc:
+        _fail(str(exc))
+    typer.echo(stats.summary())
+    typer.echo(f"saved to {out}")
+
+
+data_app = typer.Typer(help="Inspect and combine episode datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("info")
+def data_info(
+    path: Path = typer.Argument(..., help="Dataset folder."),
+    hist: Path = typer.Option(None, "--hist", help="Write a histogram of episode returns to this PNG."),
+) -> None:
+    """Summarise a dataset: episodes, turns, sources, success rate, return, valid-action rate."""
+    from vlmq.data.schema import DataError
+    from vlmq.data.store import EpisodeStore
+
+    try:
+        s = EpisodeStore(path).stats()
+    except DataError as exc:
+        _fail(str(exc))
+    returns = s.pop("returns")
+    for k, v in s.items():
+        typer.echo(f"{k:>22}: {v:.4g}" if isinstance(v, float) else f"{k:>22}: {v}")
+    if hist is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5, 3))
+        ax.hist(returns, bins=30)
+        ax.set_xlabel("episode return")
+        ax.set_ylabel("episodes")
+        ax.set_title(str(path))
+        fig.tight_layout()
+        fig.savefig(hist, dpi=90)
+        plt.close(fig)
+        typer.echo(f"histogram: {hist}")
+
+
+@data_app.command("merge")
+def data_merge(
+    out: Path = typer.Argument(..., help="New dataset folder."),
+    inputs: list[Path] = typer.Argument(..., help="Datasets to merge."),
+) -> None:
+    """Merge datasets (each episode keeps its source)."""
+    from vlmq.data.mix import merge
+    from vlmq.data.schema import DataError
+
+    try:
+        store = merge(out, inputs)
+    except DataError as exc:
+        _fail(str(exc))
+    typer.echo(f"{store.num_episodes} episodes -> {out}")
+
+
+@data_app.command("filter")
+def data_filter(
+    src: Path = typer.Argument(..., help="Dataset folder."),
+    out: Path = typer.Argument(..., help="New dataset folder."),
+    source: str = typer.Option(
+        None, help="Keep episodes whose source starts with this (random, noisy, ...)."
+    ),
+    success: bool = typer.Option(None, "--success/--failure", help="Keep only successful / failed episodes."),
+) -> None:
+    """Keep the episodes of one source and/or outcome."""
+    from vlmq.data.mix import filter_episodes
+    from vlmq.data.schema import DataError
+
+    try:
+        store = filter_episodes(src, out, source=source, success=success)
+    except DataError as exc:
+        _fail(str(exc))
+    typer.echo(f"{store.num_episodes} episodes -> {out}")
+
+
+@data_app.command("mix")
+def data_mix(
+    out: Path = typer.Argument(..., help="New dataset folder."),
+    parts: list[str] = typer.Option(..., "--from", help="DIR:FRACTION, repeatable (fractions sum to 1)."),
+    total: int = typer.Option(..., "--total", min=1, help="Episodes in the mixture."),
+    seed: int = typer.Option(0, help="Sampling seed."),
+) -> None:
+    """Sample a fixed fraction of episodes from each dataset (e.g. 10% expert, 90% random)."""
+    from vlmq.data.mix import sample_mixture
+    from vlmq.data.schema import DataError
+
+    pairs = []
+    for p in parts:
+        path, sep, frac = p.rpartition(":")
+        try:
+            pairs.append((path, float(frac)))
+        except ValueError:
+            raise typer.BadParameter(f"expected DIR:FRACTION, got {p!r}", param_hint="--from") from None
+        if not sep:
+            raise typer.BadParameter(f"expected DIR:FRACTION, got {p!r}", param_hint="--from")
+    try:
+        store = sample_mixture(out, pairs, total, seed)
+    except (DataError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(f"{store.num_episodes} episodes -> {out}")
+
+
 # --------------------------------------------------------------------------- training
 
 
