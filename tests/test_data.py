@@ -148,11 +148,11 @@ def test_bad_png_names_the_episode(tmp_path: Path) -> None:
 
 
 class FakePolicy:
-    """encode: prompt = [1, 1, 1] (+ one token per prompt char beyond 'prompt '), response = [5, 6] + EOT 9."""
+    """encode: every prompt is [1, 1, 1], every response [5, 6] + end-of-turn 9."""
 
     def encode(self, images, prompts, responses=None):  # type: ignore[no-untyped-def]
         rows, masks = [], []
-        for i, p in enumerate(prompts):
+        for i in range(len(prompts)):
             ids = [1, 1, 1]
             mask = [False] * 3
             if responses is not None:
