@@ -235,8 +235,8 @@ class Learner:
         cfg = self.cfg
         t0 = time.time()
         bar = tqdm(total=cfg.total_steps, initial=self.step, desc="train", disable=not self.show_progress)
-        if self.step == 0 and cfg.eval_every > 0:
-            self.evaluate()
+        if self.step == 0 and cfg.eval_every > 0 and cfg.eval_episodes > 0:
+            self.evaluate()  # the starting point of the learning curve
         try:
             while self.step < cfg.total_steps:
                 if cfg.online and self.step >= cfg.steps:
@@ -252,7 +252,8 @@ class Learner:
                 )
                 if self.step % cfg.log_every == 0 or self.step == cfg.total_steps:
                     self.logger.scalars(self.step, metrics, prefix="train/")
-                if cfg.eval_every > 0 and (self.step % cfg.eval_every == 0 or self.step == cfg.total_steps):
+                periodic = cfg.eval_every > 0 and self.step % cfg.eval_every == 0
+                if cfg.eval_episodes > 0 and (periodic or self.step == cfg.total_steps):
                     self.evaluate()
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.total_steps:
                     self.save()

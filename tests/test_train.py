@@ -1,0 +1,203 @@
+"""The learner end to end on a tiny model: CLI pipeline, exact resume after SIGKILL, NaN guard."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from vlmq.cli import app
+from vlmq.data.collect import collect
+from vlmq.models.tiny import save_tiny
+from vlmq.train.checkpoint import latest_checkpoint
+from vlmq.train.config import TrainConfig
+from vlmq.train.learner import Learner, TrainingDiverged
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny("idefics3", tmp_path_factory.mktemp("base"), seed=0)
+
+
+@pytest.fixture(scope="module")
+def random_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("data") / "numberline-random"
+    collect(
+        "gym_cards/NumberLine", "random", 24, num_envs=2, asynchronous=False, out=out, show_progress=False
+    )
+    return out
+
+
+@pytest.mark.slow
+def test_pipeline_collect_train_eval_plot(tmp_path: Path, tiny_base: Path) -> None:
+    runner = CliRunner()
+    data = tmp_path / "data"
+    r = runner.invoke(app, ["collect", "gym_cards/NumberLine", "-n", "20", "--out", str(data)])
+    assert r.exit_code == 0, r.output
+    runs = {}
+    for filt in ("binary", "none"):
+        run = tmp_path / f"run-{filt}"
+        args = ["train", "--env", "gym_cards/NumberLine", "--model", str(tiny_base), "--data", str(data)]
+        args += ["--filter", filt, "--steps", "8", "--batch-size", "4", "--eval-every", "4", "--lr", "1e-3"]
+        args += ["--eval-episodes", "3", "--checkpoint-every", "4", "--out", str(run), "--quiet"]
+        r = runner.invoke(app, args)
+        assert r.exit_code == 0, r.output
+        assert "greedy/success_rate" in r.output
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["steps"] == 8 and summary["filter"] == filt
+        assert [e["step"] for e in summary["evals"]] == [0, 4, 8]
+        for name in ("config.json", "metrics.jsonl", "curves.png", "samples.txt", "latest"):
+            assert (run / name).is_file(), name
+        assert list((run / "tb").iterdir())
+        ckpt = latest_checkpoint(run)
+        assert ckpt is not None and ckpt.name == "checkpoint-000008"
+        runs[filt] = run
+        r = runner.invoke(
+            app, ["eval", "--env", "gym_cards/NumberLine", "--model", str(run), "--episodes", "3"]
+        )
+        assert r.exit_code == 0, r.output
+        assert "success" in r.output and "valid" in r.output
+    # the prompting baseline: the untrained base model
+    r = runner.invoke(
+        app, ["eval", "--env", "gym_cards/NumberLine", "--model", str(tiny_base), "--episodes", "2"]
+    )
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["plot", str(runs["binary"]), str(runs["none"]), "--out", str(tmp_path / "c.png")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "c.png").stat().st_size > 1000
+    # the filter changes the update: same data and seed, different adapters
+    a = load_file(str(latest_checkpoint(runs["binary"]) / "policy" / "adapter_model.safetensors"))  # type: ignore[operator]
+    b = load_file(str(latest_checkpoint(runs["none"]) / "policy" / "adapter_model.safetensors"))  # type: ignore[operator]
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+RUN_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from vlmq.train.config import TrainConfig
+    from vlmq.train.learner import train
+    if __name__ == "__main__":
+        cfg = TrainConfig.from_dict(json.loads(sys.argv[1]))
+        train(cfg, resume=len(sys.argv) > 2, show_progress=False)
+    """
+)
+
+
+def _cfg(base: Path, data: Path, out: Path) -> TrainConfig:
+    return TrainConfig(
+        env="gym_cards/NumberLine", model=str(base), data=str(data), out=str(out), steps=6, batch_size=4,
+        lr=1e-3, eval_every=0, eval_episodes=0, checkpoint_every=2, online=True, online_rounds=2,
+        online_episodes=3, online_steps=3, num_envs=2, seed=5,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_ends_where_an_uninterrupted_run_ends(
+    tmp_path: Path, tiny_base: Path, random_data: Path
+) -> None:
+    script = tmp_path / "run.py"
+    script.write_text(RUN_SCRIPT)
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+
+    ref = _cfg(tiny_base, random_data, tmp_path / "ref")
+    subprocess.run([sys.executable, str(script), json.dumps(ref.to_dict())], check=True, env=env)
+
+    cfg = _cfg(tiny_base, random_data, tmp_path / "killed")
+    proc = subprocess.Popen([sys.executable, str(script), json.dumps(cfg.to_dict())], env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill it mid-run, after its second checkpoint
+        ck = latest_checkpoint(Path(cfg.out))
+        if ck is not None and ck.name >= "checkpoint-000004":
+            break
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = latest_checkpoint(Path(cfg.out))
+    assert killed_at is not None and killed_at.name < "checkpoint-000012"
+    subprocess.run([sys.executable, str(script), json.dumps(cfg.to_dict()), "--resume"], check=True, env=env)
+
+    final_ref = latest_checkpoint(Path(ref.out))
+    final = latest_checkpoint(Path(cfg.out))
+    assert final_ref is not None and final is not None and final.name == final_ref.name == "checkpoint-000012"
+    for f in ("adapter_model.safetensors", "critic_head.safetensors"):
+        a, b = load_file(str(final_ref / "policy" / f)), load_file(str(final / "policy" / f))
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=f"{f}:{k}")
+    # the replay holds the same online rounds (episodes after the checkpoint were rolled back)
+    shards = sorted(p.name for p in (Path(cfg.out) / "replay").glob("shard-*.parquet"))
+    assert shards == sorted(p.name for p in (Path(ref.out) / "replay").glob("shard-*.parquet"))
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
+    tmp_path: Path, tiny_base: Path, random_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = TrainConfig(
+        env="gym_cards/NumberLine", model=str(tiny_base), data=str(random_data), out=str(tmp_path / "run"),
+        steps=10, batch_size=2, eval_every=0, eval_episodes=0, checkpoint_every=2,
+    )  # fmt: skip
+    learner = Learner(cfg, show_progress=False)
+    import vlmq.train.learner as learner_mod
+
+    real = learner_mod.compute_loss
+
+    def poisoned(policy, batch, loss_cfg, use_target=True):  # type: ignore[no-untyped-def]
+        out = real(policy, batch, loss_cfg, use_target)
+        if learner.step >= 3:
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(learner_mod, "compute_loss", poisoned)
+    with pytest.raises(TrainingDiverged, match="non-finite loss at step 3"):
+        learner.run()
+    ckpt = latest_checkpoint(Path(cfg.out))
+    assert ckpt is not None and ckpt.name == "checkpoint-000002"
+    weights = load_file(str(ckpt / "policy" / "critic_head.safetensors"))
+    assert all(torch.isfinite(v).all() for v in weights.values())
+
+
+def test_refuses_to_overwrite_a_run(tmp_path: Path, tiny_base: Path, random_data: Path) -> None:
+    cfg = TrainConfig(
+        env="gym_cards/NumberLine", model=str(tiny_base), data=str(random_data), out=str(tmp_path / "run"),
+        steps=2, batch_size=2, eval_every=0, eval_episodes=0, checkpoint_every=2,
+    )  # fmt: skip
+    Learner(cfg, show_progress=False).run()
+    with pytest.raises(FileExistsError, match="--resume"):
+        Learner(cfg, show_progress=False)
+
+
+def test_grad_accumulation_averages_micro_batches(tmp_path: Path, tiny_base: Path, random_data: Path) -> None:
+    def learner(accum: int, name: str) -> Learner:
+        cfg = TrainConfig(
+            env="gym_cards/NumberLine", model=str(tiny_base), data=str(random_data), out=str(tmp_path / name),
+            steps=2, batch_size=2, grad_accum=accum, eval_every=0, eval_episodes=0, grad_clip=0.0,
+            target="online",
+        )  # fmt: skip
+        lr = Learner(cfg, show_progress=False)
+        lr.optimizer.step = lambda *a, **k: None  # type: ignore[method-assign]  # keep weights fixed
+        return lr
+
+    def grads(lr: Learner) -> list[torch.Tensor]:
+        return [p.grad.clone() for p in lr.policy.trainable_parameters() if p.grad is not None]
+
+    single = learner(1, "single")  # micro-batches 1 and 2 as separate steps
+    single.train_step()
+    g1 = grads(single)
+    single.train_step()
+    g2 = grads(single)
+    acc = learner(2, "acc")  # the same two micro-batches accumulated into one step
+    acc.train_step()
+    g_acc = grads(acc)
+    assert len(g_acc) == len(g1) > 0
+    for a, b, c in zip(g_acc, g1, g2, strict=True):
+        torch.testing.assert_close(a, (b + c) / 2, rtol=1e-4, atol=1e-6)
