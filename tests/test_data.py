@@ -263,5 +263,11 @@ def test_cli_collect_and_info(tmp_path: Path) -> None:
     r = runner.invoke(app, ["data", "info", str(out), "--hist", str(tmp_path / "h.png")])
     assert r.exit_code == 0, r.output
     assert "noisy:0.2" in r.output and (tmp_path / "h.png").stat().st_size > 0
+    from vlmq.models.tiny import save_tiny
+
+    base = save_tiny("idefics3", tmp_path / "tiny")
+    r = runner.invoke(app, ["data", "info", str(out), "--tokenizer", str(base)])
+    assert r.exit_code == 0, r.output
+    assert "response_tokens" in r.output
     r = runner.invoke(app, ["data", "info", str(tmp_path / "nope")])
     assert r.exit_code == 1 and "no such dataset folder" in r.output

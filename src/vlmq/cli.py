@@ -137,13 +137,28 @@ app.add_typer(data_app, name="data")
 def data_info(
     path: Path = typer.Argument(..., help="Dataset folder."),
     hist: Path = typer.Option(None, "--hist", help="Write a histogram of episode returns to this PNG."),
+    tokenizer: str = typer.Option(
+        None,
+        "--tokenizer",
+        help="Count prompt and response tokens with this model's tokenizer (folder or name).",
+    ),
 ) -> None:
-    """Summarise a dataset: episodes, turns, sources, success rate, return, valid-action rate."""
+    """Summarise a dataset: episodes, turns, sources, success rate, return, valid-action rate, tokens."""
     from vlmq.data.schema import DataError
     from vlmq.data.store import EpisodeStore
 
     try:
-        s = EpisodeStore(path).stats()
+        store = EpisodeStore(path)
+        s = store.stats()
+        if tokenizer:
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(tokenizer)
+            n_prompt = n_resp = 0
+            for r in store.iter_rows(["prompt", "response"]):
+                n_prompt += len(tok(r["prompt"], add_special_tokens=False)["input_ids"])
+                n_resp += len(tok(r["response"] or "", add_special_tokens=False)["input_ids"])
+            s["prompt_tokens"], s["response_tokens"] = n_prompt, n_resp
     except DataError as exc:
         _fail(str(exc))
     returns = s.pop("returns")

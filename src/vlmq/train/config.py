@@ -56,13 +56,14 @@ class TrainConfig:
     # bookkeeping
     log_every: int = 10
     eval_every: int = 100
+    """Evaluate every this many steps (and at the start and the end). Each evaluation and each online
+    round also logs sample responses as text (``samples.txt``, TensorBoard), so a collapsing output
+    format shows in the logs next to the valid-action rate."""
     eval_episodes: int = 20
     eval_sampled: bool = True
     """Also evaluate with sampling (``temperature``), not only greedily."""
     checkpoint_every: int = 50
     keep_checkpoints: int = 2
-    sample_every: int = 100
-    """Log a few sample responses as text every this many steps (catches a collapsing format)."""
 
     # online phase
     online: bool = False

@@ -60,8 +60,9 @@ class TrainData:
 
         return make_batch(self.policy, self.replay.sample(self.cfg.batch_size, self.rng))
 
-    def collect_online(self, round_idx: int) -> dict[str, float]:
-        """Collect one round of episodes with the current policy into the replay store."""
+    def collect_online(self, round_idx: int) -> tuple[dict[str, float], list[str]]:
+        """Collect one round of episodes with the current policy into the replay store; returns its
+        statistics (success, return, valid-action rate, ...) and a few sample responses."""
         from vlmq.data.collect import collect
 
         cfg = self.cfg
@@ -87,7 +88,8 @@ class TrainData:
         finally:
             self.policy.train(was_training)
         self.replay.reload()
-        return {**stats.metrics(), "replay_online_episodes": float(self.replay.num_online_episodes)}
+        metrics = {**stats.metrics(), "replay_online_episodes": float(self.replay.num_online_episodes)}
+        return metrics, stats.samples[:5]
 
     def state_dict(self) -> dict[str, Any]:
         return {"replay": self.replay.state_dict(), "rng": self.rng.bit_generator.state}
@@ -242,9 +244,10 @@ class Learner:
                 if cfg.online and self.step >= cfg.steps:
                     round_idx = (self.step - cfg.steps) // cfg.online_steps
                     if round_idx >= self.online_round:
-                        stats = self.data.collect_online(round_idx)
+                        stats, samples = self.data.collect_online(round_idx)
                         self.online_round = round_idx + 1
                         self.logger.scalars(self.step, stats, prefix="online/")
+                        self.logger.text(self.step, "online/samples", samples)
                 metrics = self.train_step()
                 bar.update(1)
                 bar.set_postfix(
