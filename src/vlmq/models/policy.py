@@ -20,13 +20,15 @@ Layout of a saved policy folder (:meth:`Policy.save`): ``policy_config.json`` (t
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
 import json
 import os
+import warnings
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,6 +90,22 @@ class Generation:
     finished: bool
 
 
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Hide transformers' weight-loading progress bars and peft's deprecation warnings."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def to_pil(image: ImageLike) -> Image.Image:
     """RGB PIL image from a PIL image or an ``HxWx3`` (or ``HxW``) uint8 array."""
     if isinstance(image, Image.Image):
@@ -129,7 +147,8 @@ class Policy(nn.Module):
         if config.gradient_checkpointing:
             base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if adapter_dir is not None:
-            self.model = PeftModel.from_pretrained(base, adapter_dir, is_trainable=True)
+            with _quiet():
+                self.model = PeftModel.from_pretrained(base, adapter_dir, is_trainable=True)
         else:
             lcfg = LoraConfig(
                 r=config.lora_r,
@@ -138,7 +157,8 @@ class Policy(nn.Module):
                 target_modules=config.lora_target_modules or self.arch.lora_targets(config.train_vision),
                 bias="none",
             )
-            self.model = get_peft_model(base, lcfg)
+            with _quiet():
+                self.model = get_peft_model(base, lcfg)
         lm_head = base.get_output_embeddings()
         self.hidden_size: int = lm_head.in_features
         self.vocab_size: int = lm_head.out_features
@@ -220,7 +240,8 @@ class Policy(nn.Module):
         kwargs: dict[str, Any] = {"dtype": getattr(torch, cfg.dtype)}
         if cfg.attn_implementation:
             kwargs["attn_implementation"] = cfg.attn_implementation
-        base = AutoModelForImageTextToText.from_pretrained(name_or_path, **kwargs)
+        with _quiet():
+            base = AutoModelForImageTextToText.from_pretrained(name_or_path, **kwargs)
         proc = load_processor(name_or_path, base.config.model_type)
         return base, proc
 
