@@ -5,6 +5,14 @@
 Writes ``benchmarks/results/env_domains.json``: for each env id and policy (random, noisy with
 epsilon 0.2, expert) the success rate, mean episode length and env steps per second (policy +
 ``step`` time, seeded resets excluded; MiniWoB browser start-up excluded).
+
+Parallel collection (expert episodes in 1, 2, 4 subprocess workers, one browser each for MiniWoB;
+wall-clock steps/s with resets and policy included, start-up excluded, see ``vlmq.envs.play``):
+
+    python benchmarks/env_domains.py --workers 1,2,4 --episodes 200 --miniwob-episodes 20
+
+With ``--workers`` only the ``--worker-envs`` are run, into ``results/env_domains_workers.json``
+(add ``--domains`` for the full table too).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmq.envs import TextEnv, list_envs, make
+from vlmq.envs.play import play
 
 POLICIES: tuple[tuple[str, float], ...] = (("random", 0.0), ("noisy", 0.2), ("expert", 0.0))
 
@@ -45,14 +54,40 @@ def evaluate(env: TextEnv, policy: str, eps: float, episodes: int, seed0: int = 
     }
 
 
+def scaling(env_ids: list[str], workers: list[int], args: argparse.Namespace) -> dict[str, Any]:
+    """Expert collection speed of each env with each number of subprocess workers."""
+    out: dict[str, Any] = {}
+    for env_id in env_ids:
+        n = args.miniwob_episodes if env_id.startswith("miniwob/") else args.episodes
+        out[env_id] = {}
+        for w in workers:
+            stats = play(env_id, "expert", episodes=n, num_envs=w)
+            out[env_id][str(w)] = {
+                "episodes": n,
+                "steps": stats.steps,
+                "success_rate": stats.success_rate,
+                "steps_per_s": stats.steps_per_s,
+            }
+            print(
+                f"{env_id:28s} workers {w}: {stats.steps_per_s:8.1f} steps/s "
+                f"({stats.steps} steps, success {stats.success_rate:.2f})",
+                flush=True,
+            )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=200, help="episodes per BabyAI level and policy")
     parser.add_argument(
         "--miniwob-episodes", type=int, default=20, help="episodes per MiniWoB task and policy"
     )
-    parser.add_argument("--domains", nargs="+", default=["babyai", "miniwob"])
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "env_domains.json")
+    parser.add_argument("--domains", nargs="+", default=None, help="default: babyai miniwob")
+    parser.add_argument(
+        "--workers", default=None, help="comma-separated worker counts for parallel collection, e.g. 1,2,4"
+    )
+    parser.add_argument("--worker-envs", nargs="+", default=["babyai/GoToLocal", "miniwob/click-button"])
+    parser.add_argument("--out", type=Path, default=None, help="default: results/env_domains[_workers].json")
     args = parser.parse_args()
 
     results: dict[str, Any] = {
@@ -60,7 +95,13 @@ def main() -> None:
         "python": platform.python_version(),
         "envs": {},
     }
-    for domain in args.domains:
+    domains = args.domains if args.domains is not None else ([] if args.workers else ["babyai", "miniwob"])
+    if args.out is None:
+        name = "env_domains_workers.json" if args.workers and not domains else "env_domains.json"
+        args.out = Path(__file__).parent / "results" / name
+    if args.workers:
+        results["workers"] = scaling(args.worker_envs, [int(w) for w in args.workers.split(",")], args)
+    for domain in domains:
         n = args.episodes if domain == "babyai" else args.miniwob_episodes
         for spec in list_envs(domain):
             env = make(spec.env_id)

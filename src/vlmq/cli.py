@@ -63,6 +63,9 @@ def play_cmd(
         metavar="DIR",
         help="Write the first episode's frames (PNG) and episode.txt here.",
     ),
+    num_envs: int = typer.Option(
+        1, "--num-envs", min=1, help="Environments in parallel (one subprocess each; same results)."
+    ),
 ) -> None:
     """Play a scripted policy and print success rate, mean return, valid-action rate and speed."""
     from vlmq.envs.play import POLICIES, play
@@ -76,7 +79,9 @@ def play_cmd(
         raise typer.BadParameter(str(exc.args[0]), param_hint="ENV_ID") from None
     except ImportError as exc:
         raise typer.BadParameter(f"{env_id}: missing dependency ({exc})", param_hint="ENV_ID") from None
-    stats = play(env_id, policy, episodes, seed, epsilon, save_frames, progress=episodes >= 50)
+    stats = play(
+        env_id, policy, episodes, seed, epsilon, save_frames, progress=episodes >= 50, num_envs=num_envs
+    )
     typer.echo(stats.summary())
     if save_frames is not None:
         typer.echo(f"first episode saved to {save_frames}")

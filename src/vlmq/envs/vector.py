@@ -7,12 +7,18 @@ on a subset; results come back in the order of ``indices``.
 Workers are started with the ``spawn`` context by default (safe with CUDA, threads and browsers),
 talk over pipes, and are closed by ``close()`` / ``with`` / garbage collection. A worker that dies
 makes the next call raise a ``RuntimeError`` that names its env index.
+
+Each worker leads its own process group, so whatever its env spawned (e.g. a MiniWoB++ browser) is
+killed by ``close()`` even when the worker itself was killed (SIGKILL, out of memory) and could not
+close its env; SIGTERM makes a worker close its env before exiting.
 """
 
 from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import os
+import signal
 import time
 import traceback
 from collections.abc import Sequence
@@ -29,9 +35,16 @@ def _describe(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
 
 
+def _terminated(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _worker(index: int, conn: Connection, env_id: str, env_kwargs: dict[str, Any]) -> None:
     """Subprocess loop: build the env, then serve ``(command, payload)`` requests until ``close``."""
     env = None
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)  # own process group: close() can kill what the env spawned
+    signal.signal(signal.SIGTERM, _terminated)  # unwind through ``finally``: env.close()
     try:
         try:
             env = make(env_id, **env_kwargs)
@@ -61,6 +74,7 @@ def _worker(index: int, conn: Connection, env_id: str, env_kwargs: dict[str, Any
     except (KeyboardInterrupt, EOFError, BrokenPipeError, ConnectionResetError):
         pass
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if env is not None:
             with contextlib.suppress(Exception):
                 env.close()
@@ -224,6 +238,8 @@ class VectorEnv:
             if proc.is_alive():
                 proc.kill()
                 proc.join()
+            with contextlib.suppress(OSError):  # leftovers of a worker that could not close its env
+                os.killpg(proc.pid, signal.SIGKILL)
             conn.close()
 
     def __enter__(self) -> VectorEnv:
