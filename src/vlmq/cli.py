@@ -97,7 +97,10 @@ def collect(
     episodes: int = typer.Option(100, "--episodes", "-n", min=1, help="Episodes to collect."),
     out: Path = typer.Option(..., "--out", help="Dataset folder (created, or appended to)."),
     epsilon: float = typer.Option(0.2, min=0.0, max=1.0, help="Random-action rate of `noisy`."),
-    num_envs: int = typer.Option(1, "--num-envs", min=1, help="Environments in parallel (subprocesses)."),
+    num_envs: int = typer.Option(1, "--num-envs", min=1, help="Environments run side by side."),
+    in_process: bool = typer.Option(
+        False, "--in-process", help="Keep the --num-envs envs in this process (no subprocess workers)."
+    ),
     seed: int = typer.Option(0, help="Episode k is reset with seed + k."),
     model: str = typer.Option(
         None, "--model", help="Policy for --policy model (base model or saved policy)."
@@ -125,7 +128,8 @@ def collect(
         pol = Policy.from_pretrained(model)
     try:
         stats = run_collect(
-            env_id, policy, episodes, num_envs=num_envs, seed=seed, epsilon=epsilon, model=pol,
+            env_id, policy, episodes, num_envs=num_envs, asynchronous=num_envs > 1 and not in_process,
+            seed=seed, epsilon=epsilon, model=pol,
             temperature=temperature, max_new_tokens=max_new_tokens, out=out,
         )  # fmt: skip
     except DataError as exc:
