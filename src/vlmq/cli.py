@@ -153,41 +153,18 @@ def data_info(
     ),
 ) -> None:
     """Summarise a dataset: episodes, turns, sources, success rate, return, valid-action rate, tokens."""
+    from vlmq.data.info import format_summary, load_tokenizer, plot_returns, summarize
     from vlmq.data.schema import DataError
-    from vlmq.data.store import EpisodeStore
 
     try:
-        store = EpisodeStore(path)
-        s = store.stats()
-        if tokenizer:
-            from transformers import AutoTokenizer
-
-            tok = AutoTokenizer.from_pretrained(tokenizer)
-            n_prompt = n_resp = 0
-            for r in store.iter_rows(["prompt", "response"]):
-                n_prompt += len(tok(r["prompt"], add_special_tokens=False)["input_ids"])
-                n_resp += len(tok(r["response"] or "", add_special_tokens=False)["input_ids"])
-            s["prompt_tokens"], s["response_tokens"] = n_prompt, n_resp
+        s = summarize(path, load_tokenizer(tokenizer) if tokenizer else None)
     except DataError as exc:
         _fail(str(exc))
-    returns = s.pop("returns")
-    for k, v in s.items():
-        typer.echo(f"{k:>22}: {v:.4g}" if isinstance(v, float) else f"{k:>22}: {v}")
+    except OSError as exc:  # tokenizer not found
+        _fail(f"{tokenizer}: cannot load a tokenizer ({exc})".splitlines()[0])
+    typer.echo(format_summary(s))
     if hist is not None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(5, 3))
-        ax.hist(returns, bins=30)
-        ax.set_xlabel("episode return")
-        ax.set_ylabel("episodes")
-        ax.set_title(str(path))
-        fig.tight_layout()
-        fig.savefig(hist, dpi=90)
-        plt.close(fig)
-        typer.echo(f"histogram: {hist}")
+        typer.echo(f"histogram: {plot_returns(s['returns'], hist, str(path))}")
 
 
 @data_app.command("merge")
@@ -248,6 +225,36 @@ def data_mix(
             raise typer.BadParameter(f"expected DIR:FRACTION, got {p!r}", param_hint="--from")
     try:
         store = sample_mixture(out, pairs, total, seed)
+    except (DataError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(f"{store.num_episodes} episodes -> {out}")
+
+
+@data_app.command("sample")
+def data_sample(
+    src: Path = typer.Argument(..., help="Dataset folder (e.g. a merge of expert, noisy and random data)."),
+    out: Path = typer.Argument(..., help="New dataset folder."),
+    fracs: list[str] = typer.Option(
+        ..., "--frac", help="SOURCE=FRACTION, repeatable (source prefix, e.g. expert=0.1 noisy=0.3)."
+    ),
+    total: int = typer.Option(..., "--total", min=1, help="Episodes in the sample."),
+    seed: int = typer.Option(0, help="Sampling seed."),
+) -> None:
+    """Sample a fixed fraction of episodes per source from one dataset."""
+    from vlmq.data.mix import sample_by_source
+    from vlmq.data.schema import DataError
+
+    table: dict[str, float] = {}
+    for f in fracs:
+        name, sep, frac = f.rpartition("=")
+        try:
+            table[name] = float(frac)
+        except ValueError:
+            raise typer.BadParameter(f"expected SOURCE=FRACTION, got {f!r}", param_hint="--frac") from None
+        if not sep or not name:
+            raise typer.BadParameter(f"expected SOURCE=FRACTION, got {f!r}", param_hint="--frac")
+    try:
+        store = sample_by_source(src, out, table, total, seed)
     except (DataError, ValueError) as exc:
         _fail(str(exc))
     typer.echo(f"{store.num_episodes} episodes -> {out}")
@@ -382,6 +389,23 @@ def _fail(message: str, code: int = 1) -> NoReturn:
     """Print one clear error line and exit (no traceback)."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
+
+
+# --------------------------------------------------------------------------- models
+@app.command("pretrain-tiny")
+def pretrain_tiny_cmd(
+    out: Path = typer.Option(None, "--out", help="Output folder (default: the package's tiny model)."),
+    steps: int = typer.Option(2000, help="Optimizer steps (batch 32)."),
+    seed: int = typer.Option(0, help="Seed of scenes, initialisation and sampling."),
+) -> None:
+    """Pre-train the embedded `tiny` VLM on synthetic captions of domain scenes (no actions)."""
+    from vlmq.models.pretrain import ASSET_DIR, pretrain_tiny
+
+    info = pretrain_tiny(out or ASSET_DIR, steps=steps, seed=seed)
+    acc = info["caption_accuracy"]
+    typer.echo(f"wrote {out or ASSET_DIR} ({info['size_mb']} MB, {info['wall_s']:.0f} s)")
+    typer.echo(f"final loss {info['final_loss']:.4f}  held-out caption accuracy {acc['mean_field']:.3f}")
+    typer.echo("  " + "  ".join(f"{k} {v:.3f}" for k, v in acc.items() if k != "mean_field"))
 
 
 def main() -> None:

@@ -65,6 +65,7 @@ class CollectStats:
 
 
 def source_name(policy: str, epsilon: float, model_name: str | None = None) -> str:
+    """The ``source`` recorded with each episode: ``random``, ``expert``, ``noisy:0.2``, ``model:<name>``."""
     if policy == "noisy":
         return f"noisy:{epsilon:g}"
     if policy == "model":
@@ -143,8 +144,7 @@ def collect(
                 gens = model.generate(
                     [slot_obs[i]["image"] for i in active],
                     prompts,
-                    temperature=max(temperature, 1e-5),
-                    greedy=temperature <= 0,
+                    temperature=temperature,  # <= 0: greedy
                     max_new_tokens=max_new_tokens,
                 )
                 responses = [g.text for g in gens]
@@ -191,7 +191,11 @@ def collect(
                 bar.update(len(finished))
                 stats.wall_s = time.perf_counter() - t0
                 m = stats.metrics()
-                bar.set_postfix(success=f"{m['success_rate']:.2f}", steps_s=f"{m['steps_per_s']:.0f}")
+                bar.set_postfix(
+                    success=f"{m['success_rate']:.2f}",
+                    valid=f"{m['valid_rate']:.2f}",
+                    steps_s=f"{m['steps_per_s']:.0f}",
+                )
                 more = finished[: max(0, episodes - started)]
                 if more:
                     start(more)

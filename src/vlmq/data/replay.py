@@ -1,21 +1,22 @@
 """The replay store of online training (AMAGO's split): protected offline data + a FIFO of online episodes.
 
-Offline episodes are never evicted; they are streamed by :class:`~vlmq.data.loader.OfflineStream`.
+Offline episodes are never evicted; they are streamed by :class:`~vlmq.data.batches.OfflineStream`.
 Online episodes are appended atomically to their own store (one shard per collection round) and the
 newest ``capacity`` of them form the FIFO window that batches sample from (older ones stay on disk as
-a record of the run but are never sampled again, and are not held in memory). Each batch takes ``online_fraction`` of its turns from the window (once
-it holds any) and the rest from the offline stream.
+a record of the run but are never sampled again, and are not held in memory). Each batch takes
+``round(online_fraction * n)`` of its turns uniformly from the window (once it holds any) and the
+rest from the offline stream. The window follows the online store as it grows on disk.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vlmq.data.loader import SAMPLE_COLUMNS, OfflineStream, TurnSample, samples_from_rows
+from vlmq.data.batches import SAMPLE_COLUMNS, OfflineStream, TurnSample, samples_from_rows
 from vlmq.data.schema import Episode
 from vlmq.data.store import EpisodeStore
 
@@ -30,18 +31,20 @@ class ReplayStore:
         capacity: int = 2000,
         online_fraction: float = 0.5,
         seed: int = 0,
+        buffer_turns: int = 2048,
     ) -> None:
         if offline is None and online_fraction < 1.0:
             online_fraction = 1.0
         if not 0.0 <= online_fraction <= 1.0:
             raise ValueError("online_fraction must be in [0, 1]")
         self.online = EpisodeStore(online_dir, create=True)
-        self.offline_stream = OfflineStream(offline, seed) if offline is not None else None
+        self.offline_stream = OfflineStream(offline, seed, buffer_turns) if offline is not None else None
         self.capacity = capacity
         self.online_fraction = online_fraction
         self.seed = seed
         self._window: list[tuple[str, list[TurnSample]]] = []  # (shard name, samples) newest last
         self._episodes_in_window = 0
+        self._seen: list[str] = []  # online shard names the window was built from
         self.reload()
 
     # ------------------------------------------------------------------ online FIFO
@@ -54,7 +57,7 @@ class ReplayStore:
             if count >= self.capacity:
                 break
             rows = self.online.read_shard(shards[i], SAMPLE_COLUMNS)
-            eps = sorted({r["episode_id"] for r in rows})
+            eps = list(dict.fromkeys(r["episode_id"] for r in rows))  # append order within the shard
             room = self.capacity - count
             if len(eps) > room:  # keep only the newest `room` episodes of this shard
                 keep = set(eps[-room:])
@@ -64,6 +67,15 @@ class ReplayStore:
             count += len(eps)
         self._window = window
         self._episodes_in_window = count
+        self._seen = [p.name for p in shards]
+
+    def refresh(self) -> bool:
+        """Reload the window if online shards were appended (e.g. by another process) since the last
+        read; returns whether it did."""
+        if [p.name for p in self.online.shards()] != self._seen:
+            self.reload()
+            return True
+        return False
 
     def add(self, episodes: Sequence[Episode]) -> None:
         """Append online episodes (atomically, one shard) and slide the FIFO window."""
@@ -92,6 +104,7 @@ class ReplayStore:
     def sample(self, n: int, rng: np.random.Generator) -> list[TurnSample]:
         """``n`` turns: ``round(online_fraction * n)`` uniformly from the online window (if any), the
         rest from the offline stream (or also online when there is no offline data)."""
+        self.refresh()
         online = self.online_samples()
         n_on = round(self.online_fraction * n) if online else 0
         if self.offline_stream is None:
@@ -102,6 +115,13 @@ class ReplayStore:
         if n_on:
             out += [online[int(i)] for i in rng.integers(0, len(online), n_on)]
         return out
+
+    sample_turns = sample
+
+    def iter_samples(self, batch_size: int, rng: np.random.Generator) -> Iterator[list[TurnSample]]:
+        """Endless iterator of :meth:`sample` batches."""
+        while True:
+            yield self.sample(batch_size, rng)
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -50,6 +50,42 @@ def features() -> Any:
     )
 
 
+_ARROW_SCHEMA: Any = None
+
+
+def arrow_schema() -> Any:
+    """The ``pyarrow`` schema of a shard: :func:`features` plus ``vlmq.schema_version`` metadata."""
+    global _ARROW_SCHEMA
+    if _ARROW_SCHEMA is None:
+        schema = features().arrow_schema
+        meta = dict(schema.metadata or {})
+        meta[b"vlmq.schema_version"] = str(SCHEMA_VERSION).encode()
+        _ARROW_SCHEMA = schema.with_metadata(meta)
+    return _ARROW_SCHEMA
+
+
+def check_schema(schema: Any, where: str) -> None:
+    """Raise a :class:`DataError` naming ``where`` unless ``schema`` (pyarrow) is this version's schema."""
+    meta = schema.metadata or {}
+    version = meta.get(b"vlmq.schema_version")
+    if version is not None and version != str(SCHEMA_VERSION).encode():
+        raise DataError(
+            f"{where}: schema version {version.decode(errors='replace')}, "
+            f"this vlmq reads version {SCHEMA_VERSION}"
+        )
+    expected = arrow_schema()
+    missing = [c for c in COLUMNS if c not in schema.names]
+    if missing:
+        raise DataError(f"{where}: not a vlmq episode shard (missing columns {', '.join(missing)})")
+    wrong = [
+        f"{c} is {schema.field(c).type}, expected {expected.field(c).type}"
+        for c in COLUMNS
+        if not schema.field(c).type.equals(expected.field(c).type)
+    ]
+    if wrong:
+        raise DataError(f"{where}: wrong column types ({'; '.join(wrong)})")
+
+
 COLUMNS: tuple[str, ...] = (
     "schema_version", "episode_id", "turn", "env_id", "source", "seed", "image", "obs_text", "prompt",
     "response", "action", "valid", "reward", "terminated", "truncated", "success", "strict_success",
@@ -108,6 +144,8 @@ class Episode:
 
     def rows(self) -> list[dict[str, Any]]:
         """The episode as schema rows (one per turn)."""
+        if not self.turns:
+            raise ValueError(f"episode {self.episode_id} has no turns")
         out = []
         last = len(self.turns) - 1
         for i, t in enumerate(self.turns):

@@ -1,9 +1,15 @@
 """A dataset folder of Parquet shards, appended atomically and read shard by shard.
 
 Layout: ``meta.json`` and ``shard-00000.parquet``, ``shard-00001.parquet``, ... Each ``append`` writes
-one shard under a temporary name, fsyncs it and renames it into place, so readers (also while the
-store grows) only ever see complete shards, and a ``kill -9`` at any moment leaves every fully written
-episode and no partial one. A store has one writer at a time.
+one shard under a temporary name (``.shard-00003.parquet.<random>.tmp``), fsyncs it, renames it into
+place and fsyncs the folder, so readers (also while the store grows) only ever see complete shards,
+and a ``kill -9`` at any moment leaves every fully written episode and no partial one. An episode
+never spans two shards. A store has one writer at a time; the next ``append`` removes the temporary
+file a killed writer left behind.
+
+Every problem with the data on disk is a :class:`~vlmq.data.schema.DataError` whose one-line message
+names the file: missing folder or shard, truncated or corrupted Parquet, another schema version,
+wrong columns, an image that does not decode.
 """
 
 from __future__ import annotations
@@ -18,10 +24,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vlmq.data.schema import COLUMNS, SCHEMA_VERSION, DataError, Episode, features
+from vlmq.data.schema import SCHEMA_VERSION, DataError, Episode, arrow_schema, check_schema
 from vlmq.utils.io import atomic_write, atomic_write_json
 
 _SHARD = re.compile(r"^shard-(\d{5,})\.parquet$")
+_TEMP = re.compile(r"^\.shard-\d{5,}\.parquet\..*\.tmp$")
+_READ_ERRORS = (pa.ArrowException, OSError, ValueError)
+
+Row = dict[str, Any]
 
 
 class EpisodeStore:
@@ -30,6 +40,8 @@ class EpisodeStore:
     def __init__(self, path: str | Path, create: bool = False) -> None:
         self.path = Path(path)
         if not self.path.is_dir():
+            if self.path.exists():
+                raise DataError(f"{self.path}: not a folder")
             if not create:
                 raise DataError(f"{self.path}: no such dataset folder")
             self.path.mkdir(parents=True)
@@ -37,7 +49,7 @@ class EpisodeStore:
         if meta.is_file():
             try:
                 version = json.loads(meta.read_text()).get("schema_version")
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
                 raise DataError(f"{meta}: corrupted meta.json") from None
             if version != SCHEMA_VERSION:
                 raise DataError(f"{meta}: schema version {version}, this vlmq reads version {SCHEMA_VERSION}")
@@ -46,97 +58,183 @@ class EpisodeStore:
         elif not self.shards():
             raise DataError(f"{self.path}: not a vlmq dataset (no meta.json and no shards)")
 
+    def __repr__(self) -> str:
+        return f"EpisodeStore({str(self.path)!r})"
+
     # ------------------------------------------------------------------ writing
     def append(self, episodes: Sequence[Episode]) -> Path | None:
-        """Write ``episodes`` as one new shard, atomically. Returns the shard path."""
-        if not episodes:
+        """Write ``episodes`` as one new shard, atomically. Returns the shard path (``None`` if empty)."""
+        return self.append_rows([r for ep in episodes for r in ep.rows()])
+
+    def append_rows(self, rows: Sequence[Row]) -> Path | None:
+        """Write schema rows of whole episodes (e.g. copied from another store) as one new shard."""
+        if not rows:
             return None
-        rows = [r for ep in episodes for r in ep.rows()]
-        table = pa.Table.from_pylist(rows, schema=features().arrow_schema)
-        existing = self.shards()
-        index = int(_SHARD.match(existing[-1].name).group(1)) + 1 if existing else 0  # type: ignore[union-attr]
+        table = pa.Table.from_pylist(list(rows), schema=arrow_schema())
+        for tmp in self.path.iterdir():  # leftovers of a writer killed mid-append
+            if _TEMP.match(tmp.name):
+                tmp.unlink(missing_ok=True)
+        existing = self.shards(check=False)
+        index = _index(existing[-1]) + 1 if existing else 0
         target = self.path / f"shard-{index:05d}.parquet"
         atomic_write(target, lambda tmp: pq.write_table(table, tmp))
         return target
 
     # ------------------------------------------------------------------ reading
-    def shards(self) -> list[Path]:
-        """Complete shards in append order (temporary files of an interrupted append are ignored)."""
-        return sorted(p for p in self.path.iterdir() if _SHARD.match(p.name))
+    def shards(self, check: bool = True) -> list[Path]:
+        """Complete shards in append order (temporary files of an interrupted append are ignored).
+
+        With ``check``, a gap in the numbering (a deleted shard) is a :class:`DataError`.
+        """
+        try:
+            names = [p for p in self.path.iterdir() if _SHARD.match(p.name)]
+        except FileNotFoundError:
+            raise DataError(f"{self.path}: no such dataset folder") from None
+        shards = sorted(names, key=_index)
+        if check:
+            for expect, shard in enumerate(shards):
+                if _index(shard) != expect:
+                    raise DataError(f"{self.path / f'shard-{expect:05d}.parquet'}: shard is missing")
+        return shards
 
     def _open(self, shard: Path) -> pq.ParquetFile:
         try:
             pf = pq.ParquetFile(shard)
         except FileNotFoundError:
             raise DataError(f"{shard}: shard is missing") from None
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise DataError(f"{shard}: corrupted or truncated parquet ({exc})") from None
-        names = set(pf.schema_arrow.names)
-        missing = [c for c in COLUMNS if c not in names]
-        if missing:
-            raise DataError(f"{shard}: not a vlmq episode shard (missing columns {missing})")
+        except _READ_ERRORS as exc:
+            raise DataError(f"{shard}: corrupted or truncated parquet ({_short(exc)})") from None
+        check_schema(pf.schema_arrow, str(shard))
         return pf
 
-    def read_shard(self, shard: Path, columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
-        """All rows of one shard as dicts (checks the schema version)."""
+    def read_table(self, shard: Path, columns: Sequence[str] | None = None) -> pa.Table:
+        """One shard as an Arrow table (schema checked)."""
         pf = self._open(shard)
         try:
             table = pf.read(columns=list(columns) if columns else None)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise DataError(f"{shard}: corrupted or truncated parquet ({exc})") from None
-        rows = table.to_pylist()
-        if rows and "schema_version" in rows[0] and rows[0]["schema_version"] != SCHEMA_VERSION:
-            raise DataError(
-                f"{shard}: schema version {rows[0]['schema_version']}, this vlmq reads version {SCHEMA_VERSION}"
-            )
-        return rows
+        except _READ_ERRORS as exc:
+            raise DataError(f"{shard}: corrupted or truncated parquet ({_short(exc)})") from None
+        if "schema_version" in table.column_names and table.num_rows:
+            versions = set(table.column("schema_version").to_pylist())
+            if versions != {SCHEMA_VERSION}:
+                bad = sorted(v for v in versions if v != SCHEMA_VERSION)
+                raise DataError(f"{shard}: schema version {bad[0]}, this vlmq reads version {SCHEMA_VERSION}")
+        return table
 
-    def iter_rows(self, columns: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
-        """Every turn row, shard by shard (one shard in memory at a time)."""
+    def read_shard(self, shard: Path, columns: Sequence[str] | None = None) -> list[Row]:
+        """All rows of one shard as dicts (images stay PNG bytes)."""
+        return self.read_table(shard, columns).to_pylist()
+
+    def iter_turns(self, columns: Sequence[str] | None = None) -> Iterator[Row]:
+        """Every turn row (a dict of the schema's columns), shard by shard: one shard in memory."""
         for shard in self.shards():
             yield from self.read_shard(shard, columns)
 
-    def iter_episodes(self) -> Iterator[Episode]:
-        """Every episode (an episode never spans two shards)."""
+    iter_rows = iter_turns
+
+    def iter_episode_rows(self, columns: Sequence[str] | None = None) -> Iterator[list[Row]]:
+        """The rows of each episode (sorted by turn), shard by shard, images not decoded."""
+        cols = None if columns is None else list(dict.fromkeys(["episode_id", "turn", *columns]))
         for shard in self.shards():
-            by_ep: dict[str, list[dict[str, Any]]] = {}
+            by_ep: dict[str, list[Row]] = {}
+            for r in self.read_shard(shard, cols):
+                by_ep.setdefault(r["episode_id"], []).append(r)
+            for rows in by_ep.values():
+                yield sorted(rows, key=lambda r: r["turn"])
+
+    def episodes(self) -> Iterator[Episode]:
+        """Every episode, images decoded, shard by shard (one shard in memory at a time)."""
+        for shard in self.shards():
+            by_ep: dict[str, list[Row]] = {}
             for r in self.read_shard(shard):
                 by_ep.setdefault(r["episode_id"], []).append(r)
             for rows in by_ep.values():
                 yield Episode.from_rows(rows, where=str(shard))
 
+    iter_episodes = episodes
+
+    def __iter__(self) -> Iterator[Episode]:
+        return self.episodes()
+
     @property
     def num_turns(self) -> int:
+        """Turns (rows) in all shards, from the Parquet footers (no data read)."""
         return sum(self._open(s).metadata.num_rows for s in self.shards())
 
     @property
     def num_episodes(self) -> int:
-        return len({r["episode_id"] for r in self.iter_rows(["episode_id"])})
+        return sum(
+            len(set(self.read_table(s, ["episode_id"]).column("episode_id").to_pylist()))
+            for s in self.shards()
+        )
+
+    def __len__(self) -> int:
+        return self.num_episodes
+
+    def validate(self, images: bool = True) -> int:
+        """Read every shard (and decode every image with ``images``); returns the episode count."""
+        n = 0
+        for _ in self.episodes() if images else self.iter_episode_rows(["episode_id"]):
+            n += 1
+        return n
 
     def stats(self) -> dict[str, Any]:
-        """Episodes, turns, sources, success rate, mean return and valid-action rate."""
+        """Episodes, turns, sources, success rate, mean return, valid-action rate, response length."""
         cols = ["episode_id", "source", "valid", "success", "strict_success", "episode_return", "response"]
-        episodes: dict[str, dict[str, Any]] = {}
-        turns = valid = chars = 0
-        for r in self.iter_rows(cols):
+        episodes: dict[str, Row] = {}
+        turns = valid = chars = words = 0
+        for r in self.iter_turns(cols):
             turns += 1
             valid += bool(r["valid"])
-            chars += len(r["response"] or "")
+            resp = r["response"] or ""
+            chars += len(resp)
+            words += len(resp.split())
             episodes.setdefault(r["episode_id"], r)
         n = len(episodes)
         eps = list(episodes.values())
+        by_source: dict[str, list[Row]] = {}
+        for e in eps:
+            by_source.setdefault(e["source"], []).append(e)
         return {
             "episodes": n,
             "turns": turns,
             "shards": len(self.shards()),
             "sources": dict(Counter(e["source"] for e in eps)),
+            "success_by_source": {
+                s: sum(e["success"] for e in es) / len(es) for s, es in sorted(by_source.items())
+            },
             "success_rate": sum(e["success"] for e in eps) / n if n else 0.0,
             "strict_success_rate": sum(e["strict_success"] for e in eps) / n if n else 0.0,
             "mean_return": sum(e["episode_return"] for e in eps) / n if n else 0.0,
             "valid_rate": valid / turns if turns else 0.0,
+            "mean_turns": turns / n if n else 0.0,
+            "response_chars": chars,
+            "response_words": words,
             "mean_response_chars": chars / turns if turns else 0.0,
             "returns": [float(e["episode_return"]) for e in eps],
         }
+
+    def to_hf(self) -> Any:
+        """The store as a ``datasets.Dataset`` (memory-mapped Arrow; images stay PNG bytes)."""
+        from datasets import Dataset
+
+        from vlmq.data.schema import features
+
+        shards = self.shards()
+        if not shards:
+            return Dataset.from_list([], features=features())
+        return Dataset.from_parquet([str(s) for s in shards], features=features())
+
+
+def _index(shard: Path) -> int:
+    m = _SHARD.match(shard.name)
+    assert m is not None
+    return int(m.group(1))
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:160] if text else type(exc).__name__
 
 
 def write_dataset(path: str | Path, episodes: Iterable[Episode], shard_episodes: int = 256) -> EpisodeStore:
@@ -149,4 +247,21 @@ def write_dataset(path: str | Path, episodes: Iterable[Episode], shard_episodes:
             store.append(buf)
             buf = []
     store.append(buf)
+    return store
+
+
+def write_episode_rows(
+    path: str | Path, episodes: Iterable[list[Row]], shard_episodes: int = 256
+) -> EpisodeStore:
+    """Like :func:`write_dataset` for episodes given as schema rows (copies without decoding images)."""
+    store = EpisodeStore(path, create=True)
+    buf: list[Row] = []
+    count = 0
+    for rows in episodes:
+        buf.extend(rows)
+        count += 1
+        if count >= shard_episodes:
+            store.append_rows(buf)
+            buf, count = [], 0
+    store.append_rows(buf)
     return store

@@ -19,6 +19,8 @@ _EXPORTS = {
     "build_tiny": "vlmq.models.tiny",
     "save_tiny": "vlmq.models.tiny",
     "get_arch": "vlmq.models.arch",
+    "pretrain_tiny": "vlmq.models.pretrain",
+    "resolve_model": "vlmq.models.hub",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -237,6 +237,9 @@ class Policy(nn.Module):
     def _load_base(name_or_path: str, cfg: PolicyConfig) -> tuple[nn.Module, Any]:
         from transformers import AutoModelForImageTextToText
 
+        from vlmq.models.hub import resolve_model
+
+        name_or_path = resolve_model(name_or_path)  # embedded names ("tiny") -> package folder
         kwargs: dict[str, Any] = {"dtype": getattr(torch, cfg.dtype)}
         if cfg.attn_implementation:
             kwargs["attn_implementation"] = cfg.attn_implementation

@@ -86,9 +86,13 @@ def domain_corpus() -> list[str]:
 
 
 def make_tokenizer(
-    special_tokens: list[str], vocab_size: int = 1024, **named_specials: Any
+    special_tokens: list[str],
+    vocab_size: int = 1024,
+    corpus: list[str] | None = None,
+    **named_specials: Any,
 ) -> Any:  # PreTrainedTokenizerFast
-    """Train a byte-level BPE (~0.1 s) on :func:`domain_corpus` and wrap it as a HF fast tokenizer.
+    """Train a byte-level BPE (~0.1 s) on ``corpus`` (default :func:`domain_corpus`) and wrap it as a
+    HF fast tokenizer.
 
     ``special_tokens`` each get one id; ``named_specials`` are ``bos_token``, ``eos_token`` ... and
     ``extra_special_tokens``.
@@ -105,7 +109,7 @@ def make_tokenizer(
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(domain_corpus(), trainer=trainer)
+    tok.train_from_iterator(domain_corpus() if corpus is None else corpus, trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, **named_specials)
 
 
@@ -115,7 +119,10 @@ def _idefics3(
     sf: int = 2,
     vision: dict[str, Any] | None = None,
     text: dict[str, Any] | None = None,
+    corpus: list[str] | None = None,
+    vocab_size: int = 1024,
 ) -> tuple[Any, Any]:
+    """``(Idefics3Config, Idefics3Processor)``; ``corpus``/``vocab_size`` train the tokenizer."""
     from transformers import Idefics3Config, Idefics3Processor
     from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
 
@@ -124,6 +131,8 @@ def _idefics3(
     specials += ["<global-img>", "<end_of_utterance>", *rows_cols]
     tok = make_tokenizer(
         specials,
+        vocab_size=vocab_size,
+        corpus=corpus,
         bos_token="<|im_start|>",
         eos_token="<end_of_utterance>",
         pad_token="<pad>",

@@ -1,0 +1,329 @@
+"""Training batches: turns paired with their next observation, tokenised for one policy.
+
+A :class:`TurnSample` is one logged turn plus what the critic needs to bootstrap across the turn
+boundary: the next turn's prompt and image in the same episode or, for the last turn of a *truncated*
+episode, the final observation (``final_image``/``final_prompt``). A terminated turn has nothing to
+bootstrap from.
+
+:class:`OfflineStream` walks a store in a seeded order, holding one *buffer* of shards in memory (at
+most ``buffer_turns`` turns, or one shard if a shard is larger) and shuffling turns within it; its
+cursor (epoch, buffer, position, shard count, seed) is all the state there is, so a saved cursor
+resumes the exact same stream. :func:`make_batch` tokenises samples with ``policy.encode`` into a
+:class:`TrainBatch`; :class:`BatchLoader` is the two together, an endless resumable iterator.
+
+The policy contract (docs/design.md): ``encode(images, prompts, responses)`` returns right-padded
+tensors with ``input_ids``, ``attention_mask`` and ``response_mask`` (plus vision inputs);
+``encode(images, prompts)`` returns the prompt-only layout, left padded, whose last position is the
+state before the first response token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vlmq.data.schema import decode_png
+from vlmq.data.store import EpisodeStore
+
+SAMPLE_COLUMNS = (
+    "episode_id", "turn", "image", "prompt", "response", "reward", "terminated", "truncated",
+    "final_image", "final_prompt",
+)  # fmt: skip
+
+
+@dataclass
+class TurnSample:
+    """One logged turn (images still PNG bytes) and its bootstrap observation, if any."""
+
+    image: bytes
+    prompt: str
+    response: str
+    reward: float
+    terminated: bool
+    truncated: bool
+    next_image: bytes | None
+    next_prompt: str | None
+    where: str = "dataset"
+
+
+@dataclass
+class TrainBatch:
+    """Tokenised turns (training layout) and their bootstrap observations (prompt-only layout).
+
+    ``rewards``/``terminated``/``truncated``/``has_next`` are ``[B]``; ``next_index[b]`` is the row of
+    ``next_inputs`` holding turn ``b``'s next observation, -1 if none (``next_inputs`` is ``None`` when
+    no row has one). The token-level views (``[B, T]`` over ``inputs``) put the turn's reward and
+    termination on its last response token.
+    """
+
+    inputs: dict[str, torch.Tensor]
+    rewards: torch.Tensor
+    terminated: torch.Tensor
+    truncated: torch.Tensor
+    has_next: torch.Tensor
+    next_inputs: dict[str, torch.Tensor] | None
+    next_index: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.rewards.shape[0])
+
+    @property
+    def response_mask(self) -> torch.Tensor:
+        return self.inputs["response_mask"].bool()
+
+    @property
+    def last_token(self) -> torch.Tensor:
+        """``[B, T]`` bool: the last response token of each row (all False for an empty response)."""
+        mask = self.response_mask
+        T = mask.shape[1]
+        pos = torch.arange(T, device=mask.device).expand_as(mask)
+        last = torch.where(mask, pos, torch.full_like(pos, -1)).max(dim=1).values  # [B]
+        return (pos == last[:, None]) & (last[:, None] >= 0)
+
+    @property
+    def token_rewards(self) -> torch.Tensor:
+        """``[B, T]`` float: the turn's reward at its last response token, 0 elsewhere."""
+        last = self.last_token
+        return last.to(torch.float32) * self.rewards.to(last.device, torch.float32)[:, None]
+
+    @property
+    def token_done(self) -> torch.Tensor:
+        """``[B, T]`` bool: ``terminated`` at the last response token (a truncation is not done)."""
+        return self.last_token & self.terminated.to(self.last_token.device).bool()[:, None]
+
+    def to(self, device: torch.device | str) -> TrainBatch:
+        """The batch with every tensor moved to ``device``."""
+
+        def move(d: dict[str, Any] | None) -> dict[str, Any] | None:
+            if d is None:
+                return None
+            return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in d.items()}
+
+        return TrainBatch(
+            inputs=move(self.inputs),  # type: ignore[arg-type]
+            rewards=self.rewards.to(device),
+            terminated=self.terminated.to(device),
+            truncated=self.truncated.to(device),
+            has_next=self.has_next.to(device),
+            next_inputs=move(self.next_inputs),
+            next_index=self.next_index.to(device),
+        )
+
+
+def samples_from_rows(rows: Iterable[dict[str, Any]], where: str = "dataset") -> list[TurnSample]:
+    """Pair every turn with the next observation of its episode (rows of whole episodes, any order)."""
+    by_key = {(r["episode_id"], r["turn"]): r for r in rows}
+    out = []
+    for (ep, t), r in sorted(by_key.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        nxt = by_key.get((ep, t + 1))
+        if r["terminated"]:
+            next_image, next_prompt = None, None
+        elif nxt is not None:
+            next_image, next_prompt = nxt["image"], nxt["prompt"]
+        else:  # last turn of a truncated episode: bootstrap from the final observation
+            next_image, next_prompt = r.get("final_image"), r.get("final_prompt")
+            if next_image is None or next_prompt is None:
+                next_image, next_prompt = None, None
+        out.append(
+            TurnSample(
+                image=r["image"],
+                prompt=r["prompt"],
+                response=r["response"] or "",
+                reward=float(r["reward"]),
+                terminated=bool(r["terminated"]),
+                truncated=bool(r["truncated"]),
+                next_image=next_image,
+                next_prompt=next_prompt,
+                where=f"{where}: episode {ep} turn {t}",
+            )
+        )
+    return out
+
+
+def make_batch(policy: Any, samples: Sequence[TurnSample]) -> TrainBatch:
+    """Decode images and tokenise ``samples`` with ``policy.encode`` (see :class:`TrainBatch`)."""
+    images = [decode_png(s.image, s.where) for s in samples]
+    inputs = policy.encode(images, [s.prompt for s in samples], [s.response for s in samples])
+    with_next = [i for i, s in enumerate(samples) if s.next_image is not None]
+    next_index = torch.full((len(samples),), -1, dtype=torch.long)
+    next_inputs = None
+    if with_next:
+        next_images = [decode_png(samples[i].next_image, f"{samples[i].where} (next)") for i in with_next]  # type: ignore[arg-type]
+        next_inputs = policy.encode(next_images, [samples[i].next_prompt for i in with_next])  # type: ignore[misc]
+        next_index[with_next] = torch.arange(len(with_next))
+    return TrainBatch(
+        inputs=inputs,
+        rewards=torch.tensor([s.reward for s in samples], dtype=torch.float32),
+        terminated=torch.tensor([s.terminated for s in samples], dtype=torch.bool),
+        truncated=torch.tensor([s.truncated for s in samples], dtype=torch.bool),
+        has_next=next_index >= 0,
+        next_inputs=next_inputs,
+        next_index=next_index,
+    )
+
+
+class OfflineStream:
+    """Endless seeded stream of :class:`TurnSample` over a store, one buffer of shards in memory.
+
+    Epoch ``e`` uses the store's first ``num_shards`` shards (the count when the epoch began: shards
+    appended later join the next epoch), visits them in the order ``permutation(seed, e)``, cuts that
+    order into buffers of consecutive shards holding at most ``buffer_turns`` turns (at least one
+    shard), and visits each buffer's turns in the order ``permutation(seed, e, buffer)``. The cursor
+    ``(epoch, buffer, pos, num_shards)`` plus the seed is the whole state: :meth:`state_dict` /
+    :meth:`load_state_dict` resume the exact same stream.
+    """
+
+    def __init__(self, store: EpisodeStore, seed: int = 0, buffer_turns: int = 2048) -> None:
+        self.store = store
+        self.seed = int(seed)
+        self.buffer_turns = int(buffer_turns)
+        self.epoch = 0
+        self.buffer = 0
+        self.pos = 0
+        self._shards = store.shards()
+        if not self._shards:
+            raise ValueError(f"{store.path}: dataset is empty")
+        self.num_shards = len(self._shards)
+        self._rows: dict[str, int] = {}  # shard name -> turns (shards never change once written)
+        self._groups: list[list[int]] | None = None
+        self._loaded: tuple[int, int] | None = None
+        self._samples: list[TurnSample] = []
+        self._order: np.ndarray = np.zeros(0, dtype=np.int64)
+
+    # ------------------------------------------------------------------ layout of an epoch
+    def _turns(self, shard: Path) -> int:
+        if shard.name not in self._rows:
+            self._rows[shard.name] = self.store._open(shard).metadata.num_rows
+        return self._rows[shard.name]
+
+    def _epoch_groups(self) -> list[list[int]]:
+        if self._groups is None:
+            if len(self._shards) < self.num_shards:
+                self._shards = self.store.shards()
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_shards)
+            groups: list[list[int]] = []
+            size = 0
+            for i in (int(x) for x in order):
+                n = self._turns(self._shards[i])
+                if groups and size + n <= self.buffer_turns:
+                    groups[-1].append(i)
+                    size += n
+                else:
+                    groups.append([i])
+                    size = n
+            self._groups = groups
+        return self._groups
+
+    def _load(self) -> None:
+        key = (self.epoch, self.buffer)
+        if self._loaded == key:
+            return
+        self._samples, self._loaded = [], None  # free the previous buffer before reading the next
+        samples: list[TurnSample] = []
+        for i in self._epoch_groups()[self.buffer]:
+            shard = self._shards[i]
+            samples += samples_from_rows(self.store.read_shard(shard, SAMPLE_COLUMNS), where=str(shard))
+        self._samples = samples
+        self._order = np.random.default_rng([self.seed, self.epoch, self.buffer]).permutation(len(samples))
+        self._loaded = key
+
+    def _next_epoch(self) -> None:
+        self.epoch += 1
+        self.buffer = self.pos = 0
+        self._shards = self.store.shards()  # the store may have grown
+        self.num_shards = len(self._shards)
+        self._groups = None
+
+    # ------------------------------------------------------------------ reading
+    def take(self, n: int) -> list[TurnSample]:
+        """The next ``n`` samples (crossing buffer and epoch boundaries)."""
+        out: list[TurnSample] = []
+        while len(out) < n:
+            self._load()
+            if self.pos >= len(self._order):
+                self.pos = 0
+                self.buffer += 1
+                if self.buffer >= len(self._epoch_groups()):
+                    self._next_epoch()
+                continue
+            out.append(self._samples[int(self._order[self.pos])])
+            self.pos += 1
+        return out
+
+    def __iter__(self) -> Iterator[TurnSample]:
+        while True:
+            yield from self.take(1)
+
+    def state_dict(self) -> dict[str, int]:
+        """The data cursor: epoch, buffer and position in it, shards in this epoch, seed."""
+        return {
+            "epoch": self.epoch,
+            "buffer": self.buffer,
+            "pos": self.pos,
+            "num_shards": self.num_shards,
+            "seed": self.seed,
+            "buffer_turns": self.buffer_turns,
+        }
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch = int(state["epoch"])
+        self.buffer = int(state.get("buffer", state.get("shard_pos", 0)))
+        self.pos = int(state.get("pos", state.get("row_pos", 0)))
+        self.seed = int(state.get("seed", self.seed))
+        self.buffer_turns = int(state.get("buffer_turns", self.buffer_turns))
+        self._shards = self.store.shards()
+        self.num_shards = int(state.get("num_shards", len(self._shards)))
+        if self.num_shards > len(self._shards):
+            raise ValueError(
+                f"{self.store.path}: the saved data cursor needs {self.num_shards} shards, "
+                f"the dataset holds {len(self._shards)}"
+            )
+        self._groups = None
+        self._loaded = None
+
+
+class BatchLoader:
+    """Endless, resumable iterator of :class:`TrainBatch` over a store (``batch_size`` turns each).
+
+    ``state_dict()`` is the data cursor to save in a checkpoint; ``load_state_dict`` on a fresh loader
+    over the same data continues with exactly the batches the saved run would have seen next.
+    """
+
+    def __init__(
+        self,
+        data: EpisodeStore | str | Path,
+        policy: Any,
+        batch_size: int,
+        seed: int = 0,
+        buffer_turns: int = 2048,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        store = data if isinstance(data, EpisodeStore) else EpisodeStore(data)
+        self.stream = OfflineStream(store, seed, buffer_turns)
+        self.policy = policy
+        self.batch_size = batch_size
+
+    @property
+    def epoch(self) -> int:
+        return self.stream.epoch
+
+    def next_samples(self) -> list[TurnSample]:
+        return self.stream.take(self.batch_size)
+
+    def __iter__(self) -> Iterator[TrainBatch]:
+        return self
+
+    def __next__(self) -> TrainBatch:
+        return make_batch(self.policy, self.next_samples())
+
+    def state_dict(self) -> dict[str, int]:
+        return self.stream.state_dict()
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.stream.load_state_dict(state)
