@@ -17,8 +17,8 @@ import torch
 from typer.testing import CliRunner
 
 from vlmq.cli import app
+from vlmq.data.batches import OfflineStream, make_batch, samples_from_rows
 from vlmq.data.collect import collect
-from vlmq.data.loader import OfflineStream, make_batch, samples_from_rows
 from vlmq.data.mix import filter_episodes, merge, sample_mixture
 from vlmq.data.replay import ReplayStore
 from vlmq.data.schema import DataError, Episode, Turn
@@ -70,7 +70,7 @@ def test_round_trip_every_field(tmp_path: Path) -> None:
             ):
                 assert getattr(a, f) == getattr(b, f), f
     assert store.num_episodes == 2 and store.num_turns == 4
-    rows = list(store.iter_rows())
+    rows = list(store.iter_turns())
     assert all(r["schema_version"] == 1 for r in rows)
     assert [r["final_image"] is not None for r in rows if r["episode_id"] == "e1"] == [False, False, True]
 
@@ -123,7 +123,7 @@ def test_clear_errors(tmp_path: Path) -> None:
     data = shard.read_bytes()
     shard.write_bytes(data[: len(data) // 2])  # truncated
     with pytest.raises(DataError, match=r"shard-00000\.parquet: corrupted or truncated"):
-        list(EpisodeStore(tmp_path / "ds").iter_rows())
+        list(EpisodeStore(tmp_path / "ds").iter_turns())
     shard.write_bytes(b"garbage" * 10)
     with pytest.raises(DataError, match="corrupted or truncated"):
         EpisodeStore(tmp_path / "ds").num_turns  # noqa: B018

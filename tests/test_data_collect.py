@@ -80,7 +80,7 @@ def test_scripted_collection_on_a_fake_env(tmp_path: Path) -> None:
         "fake/Count", "expert", 7, num_envs=3, asynchronous=False, seed=10, out=tmp_path / "ds",
         show_progress=False,
     )  # fmt: skip
-    eps = sorted(EpisodeStore(tmp_path / "ds").episodes(), key=lambda e: e.seed)
+    eps = sorted(EpisodeStore(tmp_path / "ds").iter_episodes(), key=lambda e: e.seed)
     assert [e.seed for e in eps] == list(range(10, 17))  # episode k uses seed base_seed + k
     task = CountEnv.task_info()
     for e in eps:
@@ -107,7 +107,7 @@ def test_model_collection_batches_one_generate_per_step(tmp_path: Path) -> None:
         "fake/Count", "model", 5, model=policy, num_envs=4, asynchronous=False, temperature=0.7,
         out=tmp_path / "ds", show_progress=False,
     )  # fmt: skip
-    eps = list(EpisodeStore(tmp_path / "ds").episodes())
+    eps = list(EpisodeStore(tmp_path / "ds").iter_episodes())
     steps = sum(len(e.turns) for e in eps)
     assert sum(n for n, _ in policy.calls) == steps  # every turn came from exactly one batched call
     assert policy.calls[0][0] == 4 and max(n for n, _ in policy.calls) == 4
@@ -124,4 +124,4 @@ def test_gym_cards_in_subprocess_workers(tmp_path: Path) -> None:
     store = EpisodeStore(tmp_path / "ds")
     assert store.stats()["sources"] == {"noisy:0.5": 4}
     assert stats.summary().startswith("episodes 4")
-    assert sorted(e.seed for e in store.episodes()) == [0, 1, 2, 3]
+    assert sorted(e.seed for e in store.iter_episodes()) == [0, 1, 2, 3]

@@ -61,14 +61,14 @@ def test_replay_fifo_by_episodes_keeps_offline_and_mixes(tmp_path: Path) -> None
     rng = np.random.default_rng(0)
     n_off = n_on = 0
     for _ in range(50):
-        batch = replay.sample_turns(8, rng)
+        batch = replay.sample(8, rng)
         n_off += sum(s.prompt.startswith("off") for s in batch)
         n_on += sum(s.prompt.startswith("r") for s in batch)
     assert (n_off, n_on) == (300, 100)  # online_fraction of every batch
     assert EpisodeStore(tmp_path / "off").num_episodes == 30  # offline data never evicted
     # another process appending to the online store: the window follows it on the next sample
     EpisodeStore(tmp_path / "on").append([_ep("late", "online:3")])
-    replay.sample_turns(4, rng)
+    replay.sample(4, rng)
     assert "late" in {s.prompt.split("/")[0] for s in replay.online_samples()}
     assert replay.num_online_episodes == 12
 
@@ -76,9 +76,9 @@ def test_replay_fifo_by_episodes_keeps_offline_and_mixes(tmp_path: Path) -> None
 def test_online_only_replay(tmp_path: Path) -> None:
     replay = ReplayStore(tmp_path / "on", None, capacity=2)
     with pytest.raises(ValueError, match="replay is empty"):
-        replay.sample_turns(2, np.random.default_rng(0))
+        replay.sample(2, np.random.default_rng(0))
     replay.add([_ep("a", "online:0", turns=3)])
-    assert len(replay.sample_turns(5, np.random.default_rng(0))) == 5
+    assert len(replay.sample(5, np.random.default_rng(0))) == 5
 
 
 def test_cli_merge_filter_mix_sample(tmp_path: Path) -> None:

@@ -60,7 +60,7 @@ def test_other_schema_version_and_wrong_columns(tmp_path: Path) -> None:
     bad = table.set_column(table.schema.get_field_index("reward"), "reward", pa.array(["x", "y"]))
     pq.write_table(bad, shard)
     with pytest.raises(DataError, match=r"wrong column types \(reward is string"):
-        list(store.episodes())
+        list(store.iter_episodes())
     (tmp_path / "ds" / "meta.json").write_text("{not json")
     with pytest.raises(DataError, match=r"meta\.json: corrupted meta\.json"):
         EpisodeStore(tmp_path / "ds")
@@ -77,7 +77,7 @@ def test_temp_files_are_invisible_and_cleaned(tmp_path: Path) -> None:
     assert store.num_episodes == 1 and len(store.shards()) == 1
     store.append([_ep("e1")])
     assert not leftover.exists()
-    assert [e.episode_id for e in store.episodes()] == ["e0", "e1"]
+    assert [e.episode_id for e in store.iter_episodes()] == ["e0", "e1"]
     assert store.stats()["episodes"] == 2 and len(store) == 2
     with pytest.raises(ValueError, match="no turns"):
         store.append([Episode("empty", "fake/Env", "random", 0, [])])
@@ -121,7 +121,7 @@ def test_readers_see_whole_shards_while_the_store_grows(tmp_path: Path) -> None:
         while proc.poll() is None and time.time() < deadline:
             if (tmp_path / "ds" / "meta.json").exists():
                 store = EpisodeStore(tmp_path / "ds")
-                n = sum(len(e.turns) == 2 for e in store.episodes())
+                n = sum(len(e.turns) == 2 for e in store.iter_episodes())
                 counts.append(n)
             time.sleep(0.01)
     finally:

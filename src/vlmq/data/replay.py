@@ -10,7 +10,7 @@ rest from the offline stream. The window follows the online store as it grows on
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -116,12 +116,6 @@ class ReplayStore:
             out += [online[int(i)] for i in rng.integers(0, len(online), n_on)]
         return out
 
-    sample_turns = sample
-
-    def iter_samples(self, batch_size: int, rng: np.random.Generator) -> Iterator[list[TurnSample]]:
-        """Endless iterator of :meth:`sample` batches."""
-        while True:
-            yield self.sample(batch_size, rng)
 
     def state_dict(self) -> dict[str, Any]:
         return {

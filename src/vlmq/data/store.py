@@ -130,7 +130,6 @@ class EpisodeStore:
         for shard in self.shards():
             yield from self.read_shard(shard, columns)
 
-    iter_rows = iter_turns
 
     def iter_episode_rows(self, columns: Sequence[str] | None = None) -> Iterator[list[Row]]:
         """The rows of each episode (sorted by turn), shard by shard, images not decoded."""
@@ -142,7 +141,7 @@ class EpisodeStore:
             for rows in by_ep.values():
                 yield sorted(rows, key=lambda r: r["turn"])
 
-    def episodes(self) -> Iterator[Episode]:
+    def iter_episodes(self) -> Iterator[Episode]:
         """Every episode, images decoded, shard by shard (one shard in memory at a time)."""
         for shard in self.shards():
             by_ep: dict[str, list[Row]] = {}
@@ -151,10 +150,9 @@ class EpisodeStore:
             for rows in by_ep.values():
                 yield Episode.from_rows(rows, where=str(shard))
 
-    iter_episodes = episodes
 
     def __iter__(self) -> Iterator[Episode]:
-        return self.episodes()
+        return self.iter_episodes()
 
     @property
     def num_turns(self) -> int:
@@ -174,7 +172,7 @@ class EpisodeStore:
     def validate(self, images: bool = True) -> int:
         """Read every shard (and decode every image with ``images``); returns the episode count."""
         n = 0
-        for _ in self.episodes() if images else self.iter_episode_rows(["episode_id"]):
+        for _ in self.iter_episodes() if images else self.iter_episode_rows(["episode_id"]):
             n += 1
         return n
 

@@ -56,7 +56,7 @@ class TrainData:
         self.rng = np.random.default_rng([cfg.seed, 1])
 
     def next_batch(self) -> Any:
-        from vlmq.data.loader import make_batch
+        from vlmq.data.batches import make_batch
 
         return make_batch(self.policy, self.replay.sample(self.cfg.batch_size, self.rng))
 
