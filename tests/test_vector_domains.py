@@ -151,9 +151,10 @@ def _expert_episode(venv: VectorEnv, seeds: list[int]) -> list[dict]:
 @needs_browser
 def test_miniwob_two_browsers_in_workers_and_cleanup() -> None:
     before = _browser_procs()
-    venv = VectorEnv("miniwob/click-button", num_envs=2, asynchronous=True)
+    venv = VectorEnv("miniwob/click-button", num_envs=2)  # browsers run in workers by default
     ours: set[tuple[int, int]] = set()
     try:
+        assert venv.asynchronous
         workers = [p.pid for p in venv._procs]
         for episode in range(2):
             infos = _expert_episode(venv, [100 + 2 * episode, 101 + 2 * episode])

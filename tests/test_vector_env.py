@@ -121,3 +121,10 @@ def test_dead_worker_raises_and_close_is_robust() -> None:
     venv.close()  # idempotent
     assert time.monotonic() - t0 < 10
     assert not any(p.is_alive() for p in procs)
+
+
+def test_light_envs_run_in_process_by_default() -> None:
+    with VectorEnv("gym_cards/NumberLine", 2) as venv:
+        assert not venv.asynchronous and len(venv.envs) == 2
+    with VectorEnv("gym_cards/NumberLine", 2, asynchronous=True) as venv:
+        assert venv.asynchronous and len(venv._procs) == 2

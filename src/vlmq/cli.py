@@ -98,8 +98,12 @@ def collect(
     out: Path = typer.Option(..., "--out", help="Dataset folder (created, or appended to)."),
     epsilon: float = typer.Option(0.2, min=0.0, max=1.0, help="Random-action rate of `noisy`."),
     num_envs: int = typer.Option(1, "--num-envs", min=1, help="Environments run side by side."),
-    in_process: bool = typer.Option(
-        False, "--in-process", help="Keep the --num-envs envs in this process (no subprocess workers)."
+    workers: bool = typer.Option(
+        None,
+        "--workers/--in-process",
+        help="Run the --num-envs envs in subprocess workers, or in this process "
+        "(default: workers for slow envs such as MiniWoB++ browsers, in-process otherwise).",
+        show_default=False,
     ),
     seed: int = typer.Option(0, help="Episode k is reset with seed + k."),
     model: str = typer.Option(
@@ -128,7 +132,7 @@ def collect(
         pol = Policy.from_pretrained(model)
     try:
         stats = run_collect(
-            env_id, policy, episodes, num_envs=num_envs, asynchronous=num_envs > 1 and not in_process,
+            env_id, policy, episodes, num_envs=num_envs, asynchronous=workers,
             seed=seed, epsilon=epsilon, model=pol,
             temperature=temperature, max_new_tokens=max_new_tokens, out=out,
         )  # fmt: skip

@@ -98,6 +98,7 @@ def collect(
     ``policy`` is ``random``, ``expert``, ``noisy`` (``epsilon``-noisy expert) or ``model`` (``model``
     is a :class:`~vlmq.models.policy.Policy`; ``temperature == 0`` is greedy). Completed episodes are
     appended ``shard_episodes`` at a time, so an interrupted collection keeps what it finished.
+    ``asynchronous``: envs in subprocess workers (``None``: the env's default, see ``EnvSpec.workers``).
     """
     from tqdm.auto import tqdm
 
@@ -113,8 +114,6 @@ def collect(
     store = out if isinstance(out, EpisodeStore) or out is None else EpisodeStore(out, create=True)
     tag = source or source_name(policy, epsilon, getattr(getattr(model, "config", None), "base_model", None))
     n = max(1, min(num_envs, episodes))
-    if asynchronous is None:
-        asynchronous = n > 1
     stats = CollectStats()
     pending: list[Episode] = []
     run_id = secrets.token_hex(3)

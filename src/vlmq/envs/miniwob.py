@@ -624,6 +624,6 @@ def _make_task_class(task: str) -> type[MiniWoBEnv]:
 
 
 for _task, _desc in TASKS.items():
-    register(f"miniwob/{_task}", _make_task_class(_task), _desc)
+    register(f"miniwob/{_task}", _make_task_class(_task), _desc, workers=True)
 
 __all__ = ["TASKS", "MiniWoBEnv", "configure_browser", "process_tree"]

@@ -4,7 +4,8 @@
 and returns :class:`PlayStats`. With ``save_frames=DIR`` the first episode is written as
 ``DIR/frame_000.png, frame_001.png, ...`` (frame 0 is the reset observation, frame t the one after
 action t) and ``DIR/episode.txt`` with each frame's text observation, the action and the reward.
-``num_envs=N`` plays N episodes at a time in N subprocess workers (same episodes, same results).
+``num_envs=N`` plays N episodes at a time (same episodes, same results), in subprocess workers for
+envs registered with ``workers=True`` (MiniWoB++ browsers), in this process otherwise.
 Speed (``steps_per_s``) is wall-clock env steps per second, resets and policy included; env
 start-up (worker spawn and the first reset of each env, e.g. a browser launch) and frame writing
 excluded.
@@ -82,8 +83,8 @@ def play(
 
     ``policy``: ``random`` (uniform over valid actions), ``expert``, or ``noisy`` (the expert with
     probability ``1 - epsilon``, else random). ``max_steps`` guards against envs without a time limit.
-    ``num_envs > 1`` runs that many envs in subprocess workers (:class:`~vlmq.envs.vector.VectorEnv`,
-    e.g. one browser each for MiniWoB++); the episodes and their results are the same as with one.
+    ``num_envs > 1`` runs that many envs side by side (:class:`~vlmq.envs.vector.VectorEnv`: one
+    browser worker each for MiniWoB++); the episodes and their results are the same as with one.
     """
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
@@ -92,7 +93,7 @@ def play(
     if num_envs < 1:
         raise ValueError("num_envs must be >= 1")
     n = min(num_envs, episodes)
-    venv = VectorEnv(env_id, n, asynchronous=n > 1, env_kwargs=env_kwargs)
+    venv = VectorEnv(env_id, n, env_kwargs=env_kwargs)
     frames_dir = Path(save_frames) if save_frames is not None else None
     log: list[str] = []
     successes = strict = steps = valid = 0

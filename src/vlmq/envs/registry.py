@@ -26,6 +26,9 @@ class EnvSpec:
     env_id: str
     factory: Callable[..., TextEnv]
     description: str = ""
+    workers: bool = False
+    """Several copies run in subprocess workers by default: steps are slow (e.g. a browser), so
+    stepping copies in parallel pays for the process start-up and pickling. Light envs stay in-process."""
 
     @property
     def domain(self) -> str:
@@ -39,11 +42,13 @@ class EnvSpec:
 _REGISTRY: dict[str, EnvSpec] = {}
 
 
-def register(env_id: str, factory: Callable[..., TextEnv], description: str = "") -> None:
-    """Register ``factory`` under ``"domain/Task"``."""
+def register(
+    env_id: str, factory: Callable[..., TextEnv], description: str = "", workers: bool = False
+) -> None:
+    """Register ``factory`` under ``"domain/Task"`` (``workers``: see :attr:`EnvSpec.workers`)."""
     if "/" not in env_id:
         raise ValueError(f"env id must look like 'domain/Task', got {env_id!r}")
-    _REGISTRY[env_id] = EnvSpec(env_id, factory, description)
+    _REGISTRY[env_id] = EnvSpec(env_id, factory, description, workers)
 
 
 def _load_domain(domain: str) -> None:

@@ -88,15 +88,17 @@ class VectorEnv:
         self,
         env_id: str,
         num_envs: int,
-        asynchronous: bool = False,
+        asynchronous: bool | None = None,
         env_kwargs: dict[str, Any] | None = None,
         context: str = "spawn",
     ) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-        spec(env_id)  # unknown ids fail here, before any worker starts
+        env_spec = spec(env_id)  # unknown ids fail here, before any worker starts
         self.env_id = env_id
         self.num_envs = int(num_envs)
+        if asynchronous is None:  # workers where they pay off (EnvSpec.workers)
+            asynchronous = self.num_envs > 1 and env_spec.workers
         self.asynchronous = asynchronous
         self.closed = False
         kwargs = dict(env_kwargs or {})

@@ -75,7 +75,6 @@ class TrainData:
                 cfg.online_episodes,
                 model=self.policy,
                 num_envs=cfg.num_envs,
-                asynchronous=False,
                 seed=cfg.seed * 1_000_003 + 10_000 + round_idx * cfg.online_episodes,
                 temperature=cfg.temperature,
                 max_new_tokens=cfg.max_new_tokens,
