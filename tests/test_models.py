@@ -34,7 +34,8 @@ def _perturb(pol: Policy, seed: int = 1) -> None:
     with torch.no_grad():
         for n, p in pol.named_parameters():
             if p.requires_grad:
-                p.add_(torch.randn(p.shape, generator=g) * (0.5 if "lora_B" in n else 0.05))
+                big = "lora_B" in n and "lm_head" not in n  # keep logits at a float32-friendly scale
+                p.add_(torch.randn(p.shape, generator=g) * (0.5 if big else 0.05))
 
 
 def _load(tiny_dirs: dict[str, Path], arch: str, **kw: object) -> Policy:
@@ -276,3 +277,39 @@ def test_unsupported_arch_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="not supported"):
         get_arch("paligemma")
     assert PolicyConfig.from_dict({"lora_r": 3, "unknown": 1}).lora_r == 3
+
+
+def test_lm_head_adapter_and_merge_of_a_tied_model(tmp_path: Path) -> None:
+    """The shipped `tiny` ties its LM head to the input embeddings: LoRA on the head changes the
+    output projection only, live and after merging."""
+    from transformers import AutoModelForImageTextToText
+
+    pol = Policy.from_pretrained("tiny")
+    base = pol.base_model
+    assert base.get_output_embeddings().base_layer.weight is base.get_input_embeddings().weight
+    assert any(n.startswith("model.base_model.model.lm_head.lora_") for n, _ in pol.named_parameters())
+    embeddings = base.get_input_embeddings().weight.detach().clone()
+    _perturb(pol)
+    pol.eval()
+    batch = pol.encode(_images(2), PROMPTS[:2], RESPONSES[:2])
+    with torch.no_grad():
+        logits = pol.actor_logits(pol.hidden(batch, use_feature_cache=False))
+    pol.merge(tmp_path / "merged")
+    merged = AutoModelForImageTextToText.from_pretrained(tmp_path / "merged").eval()
+    assert torch.equal(merged.get_input_embeddings().weight, embeddings)
+    inputs = {k: v for k, v in batch.items() if k not in ("response_mask", "image_hash")}
+    inputs["position_ids"] = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        out = merged(**inputs).logits
+    am = batch["attention_mask"].bool()
+    # float32 merge error of a 4-layer pre-trained model; an adapter merged into the tied embeddings
+    # as well would change every input embedding and miss by orders of magnitude more
+    torch.testing.assert_close(out[am], logits[am], atol=1e-3, rtol=1e-3)
+    # the live policy still ties its (unmerged) head to the embeddings
+    assert base.get_output_embeddings().base_layer.weight is base.get_input_embeddings().weight
+
+
+def test_lm_head_adapter_can_be_turned_off(tiny_dirs: dict[str, Path]) -> None:
+    pol = _load(tiny_dirs, "idefics3", lora_lm_head=False)
+    assert not any("lm_head" in n for n, p in pol.named_parameters() if p.requires_grad)
+    assert any("lm_head.lora_" in n for n, _ in _load(tiny_dirs, "idefics3").named_parameters())

@@ -83,11 +83,15 @@ class ArchSpec:
     eot_token: str | None
     position_ids_from_mask: bool
 
-    def lora_targets(self, train_vision: bool = False) -> str:
-        """The LoRA ``target_modules`` regex: language model only, plus the vision tower if asked."""
+    def lora_targets(self, train_vision: bool = False, lm_head: bool = False) -> str:
+        """The LoRA ``target_modules`` regex: the language model, plus the vision tower and the LM
+        head (the output projection, top-level ``lm_head`` in every supported model) if asked."""
+        parts = [self.lora_regex]
         if train_vision:
-            return f"(?:{self.lora_regex})|(?:{self.vision_lora_regex})"
-        return self.lora_regex
+            parts.append(self.vision_lora_regex)
+        if lm_head:
+            parts.append("lm_head")
+        return parts[0] if len(parts) == 1 else "|".join(f"(?:{p})" for p in parts)
 
     def render_fallback(self, prompt: str) -> str:
         """Chat prompt (one user turn with one image + generation prompt) without a chat template."""

@@ -7,8 +7,10 @@ them (SPEC section 2):
 - the critic ``Q(s, .) = W_q h + b_q``, one value per vocabulary token (:meth:`Policy.critic_q`), and
   its target copy (:meth:`Policy.target_q`, Polyak-averaged by :meth:`Policy.update_target`).
 
-Trainable: LoRA adapters on the language model (vision tower frozen unless ``train_vision``) and the
-critic head. The critic head is initialised with zero weights and bias ``critic_init_bias`` by
+Trainable: LoRA adapters on the language model and on the LM head (``lora_lm_head``: a low-rank
+correction of the output projection, so tokens the base model rarely emits, such as a new action
+syntax, become likely within a few hundred steps; it leaves the input embeddings alone even when the
+model ties them), the vision tower frozen unless ``train_vision``, and the critic head. The critic head is initialised with zero weights and bias ``critic_init_bias`` by
 default (``critic_init_std > 0`` draws weights from ``N(0, std)`` with ``seed``): a zero critic gives
 ``Q = V`` and zero advantages at the start, so nothing passes the binary filter until the critic has
 learnt something, instead of passing a random half of the tokens.
@@ -49,7 +51,9 @@ NON_MODEL_KEYS = frozenset({"response_mask", "image_hash"})
 TOKEN_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
 
 ImageLike = np.ndarray | Image.Image
-_ADAPTER_FIELDS = ("lora_r", "lora_alpha", "lora_target_modules", "train_vision", "critic_bias")
+_ADAPTER_FIELDS = (
+    "lora_r", "lora_alpha", "lora_target_modules", "train_vision", "lora_lm_head", "critic_bias",
+)  # fmt: skip
 
 
 @dataclass
@@ -62,6 +66,7 @@ class PolicyConfig:
     lora_dropout: float = 0.0
     lora_target_modules: str | None = None  # regex over module names; None = the architecture's default
     train_vision: bool = False  # also LoRA the vision tower (disables the image-feature cache)
+    lora_lm_head: bool = True  # also LoRA the LM head (see module docstring)
     critic_bias: bool = True
     critic_init_std: float = 0.0  # 0 = zero weights (see module docstring)
     critic_init_bias: float = 0.0
@@ -100,6 +105,8 @@ def _quiet() -> Iterator[None]:
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=FutureWarning)
+            # LoRA on a tied LM head adapts the output projection only; merge() unties first
+            warnings.filterwarnings("ignore", message=".*tie_word_embeddings.*", category=UserWarning)
             yield
     finally:
         if was_enabled:
@@ -122,6 +129,19 @@ def image_hash(image: ImageLike) -> int:
     h = hashlib.blake2b(arr.tobytes(), digest_size=8)
     h.update(f"{arr.shape}{arr.dtype}".encode())
     return int.from_bytes(h.digest(), "little", signed=True)
+
+
+def _untie_adapted_lm_head(base: nn.Module) -> None:
+    """Give a LoRA-adapted LM head its own copy of a weight it shares with the input embeddings (and
+    mark the config untied), so that merging the adapter changes the output projection only."""
+    head = base.get_output_embeddings()
+    layer = getattr(head, "base_layer", None)
+    if layer is None or layer.weight is not base.get_input_embeddings().weight:
+        return
+    layer.weight = nn.Parameter(layer.weight.detach().clone(), requires_grad=False)
+    for cfg in (base.config, getattr(base.config, "text_config", None)):
+        if cfg is not None and hasattr(cfg, "tie_word_embeddings"):
+            cfg.tie_word_embeddings = False
 
 
 def _resolve(name_or_path: str | os.PathLike[str]) -> str:
@@ -154,7 +174,8 @@ class Policy(nn.Module):
                 r=config.lora_r,
                 lora_alpha=config.lora_alpha,
                 lora_dropout=config.lora_dropout,
-                target_modules=config.lora_target_modules or self.arch.lora_targets(config.train_vision),
+                target_modules=config.lora_target_modules
+                or self.arch.lora_targets(config.train_vision, config.lora_lm_head),
                 bias="none",
             )
             with _quiet():
@@ -270,7 +291,8 @@ class Policy(nn.Module):
 
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(str(out))
+        # adapters only: peft would otherwise save the whole (vocabulary-sized) LM head it adapts
+        self.model.save_pretrained(str(out), save_embedding_layers=False)
         save_file(self._heads_state(), str(out / HEADS_FILE))
         meta = {"config": dataclasses.asdict(self.config), "model_type": self.arch.name, "format": 1}
         (out / POLICY_CONFIG).write_text(json.dumps(meta, indent=2))
@@ -283,7 +305,9 @@ class Policy(nn.Module):
 
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        merged = copy.deepcopy(self.model).merge_and_unload()
+        model = copy.deepcopy(self.model)
+        _untie_adapted_lm_head(model.get_base_model())
+        merged = model.merge_and_unload()
         merged.save_pretrained(str(out))
         del merged
         self.processor.save_pretrained(str(out))

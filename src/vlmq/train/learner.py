@@ -34,6 +34,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def pessimistic_value(cfg: TrainConfig) -> float:
+    """The lowest episode return of the offline data times the reward scale (0 without data)."""
+    if not cfg.data:
+        return 0.0
+    from vlmq.data.store import EpisodeStore
+
+    returns = [float(r["episode_return"]) for r in EpisodeStore(cfg.data).iter_turns(["episode_return"])]
+    return min(0.0, min(returns, default=0.0)) * cfg.loss.reward_scale
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -120,8 +130,15 @@ class Learner:
         cfg.save(self.run_dir / "config.json")
 
         source = str(ckpt / "policy") if ckpt else cfg.model
+        self.critic_init_bias = (
+            cfg.critic_init_bias if cfg.critic_init_bias is not None else pessimistic_value(cfg)
+        )
         self.policy = Policy.from_pretrained(
-            source, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, max_new_tokens=cfg.max_new_tokens
+            source,
+            lora_r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            max_new_tokens=cfg.max_new_tokens,
+            critic_init_bias=self.critic_init_bias,
         )
         self.policy.to(self.device)
         if ckpt is None:
@@ -294,6 +311,7 @@ class Learner:
             "evals": self.history,
             "wall_time_s": round(wall_s, 1),
             "trainable_parameters": int(sum(p.numel() for p in self.policy.trainable_parameters())),
+            "critic_init_bias": self.critic_init_bias,
             "device": str(self.device),
         }
 
