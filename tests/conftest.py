@@ -12,6 +12,21 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 import pytest
 
+_DRIVER = os.environ.get("MINIWOB_CHROMEDRIVER") or "/usr/bin/chromedriver"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``browser`` (MiniWoB++) skip, saying why, where chromium + chromedriver are absent."""
+    if os.access(_DRIVER, os.X_OK):
+        return
+    skip = pytest.mark.skip(
+        reason=f"MiniWoB++ needs chromium + chromedriver ({_DRIVER} missing): "
+        "apt-get install -y chromium chromium-driver (scripts/install.sh does)"
+    )
+    for item in items:
+        if "browser" in item.keywords:
+            item.add_marker(skip)
+
 
 @pytest.fixture(autouse=True)
 def _seed_torch() -> None:

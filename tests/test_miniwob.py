@@ -12,15 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-_DRIVER = os.environ.get("MINIWOB_CHROMEDRIVER") or "/usr/bin/chromedriver"
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not os.access(_DRIVER, os.X_OK),
-        reason=f"MiniWoB++ tests need chromium + chromedriver ({_DRIVER} missing): "
-        "apt-get install -y chromium chromium-driver",
-    ),
-]
+pytestmark = pytest.mark.browser  # skipped where the browser is missing (conftest.py)
 
 from vlmq.envs import list_envs, make  # noqa: E402
 from vlmq.envs.miniwob import EPISODE_MAX_TIME_MS, MiniWoBEnv, _proc_start  # noqa: E402

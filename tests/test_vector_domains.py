@@ -74,12 +74,6 @@ def test_play_num_envs_gives_the_same_episodes(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------------- MiniWoB++
 
-_DRIVER = os.environ.get("MINIWOB_CHROMEDRIVER") or "/usr/bin/chromedriver"
-needs_browser = pytest.mark.skipif(
-    not os.access(_DRIVER, os.X_OK),
-    reason=f"MiniWoB++ needs chromium + chromedriver ({_DRIVER} missing): "
-    "apt-get install -y chromium chromium-driver",
-)
 
 
 def _start(pid: int) -> int | None:
@@ -148,7 +142,6 @@ def _expert_episode(venv: VectorEnv, seeds: list[int]) -> list[dict]:
 
 
 @pytest.mark.browser
-@needs_browser
 def test_miniwob_two_browsers_in_workers_and_cleanup() -> None:
     before = _browser_procs()
     venv = VectorEnv("miniwob/click-button", num_envs=2)  # browsers run in workers by default
@@ -181,7 +174,6 @@ def test_miniwob_two_browsers_in_workers_and_cleanup() -> None:
 
 
 @pytest.mark.browser
-@needs_browser
 def test_miniwob_killed_worker_leaves_no_browser() -> None:
     venv = VectorEnv("miniwob/click-button", num_envs=2, asynchronous=True)
     try:

@@ -389,6 +389,37 @@ def plot(
         _fail(str(e))
 
 
+@app.command()
+def reproduce(
+    out: Path = typer.Option(Path("runs/reproduce"), "--out", help="Folder for data, runs and results."),
+    quick: bool = typer.Option(
+        False, "--quick", help="Minutes: one task per domain, one seed, a few episodes and steps."
+    ),
+    tasks: list[str] = typer.Option(None, "--task", help="Only these tasks (repeatable)."),
+    seeds: int = typer.Option(None, "--seeds", min=1, help="Number of seeds (0, 1, ...)."),
+    model: str = typer.Option(None, "--model", help="Base model (default: the embedded `tiny`)."),
+) -> None:
+    """Prompting vs SFT vs AFSFT (random and noisy data, offline and online) on every domain; writes
+    results.md, results.json and learning curves. Run it again to continue an interrupted run."""
+    from vlmq.train.reproduce import ReproduceConfig
+    from vlmq.train.reproduce import reproduce as run_reproduce
+
+    overrides: dict[str, object] = {"out": str(out)}
+    if tasks:
+        overrides["tasks"] = list(tasks)
+    if seeds:
+        overrides["seeds"] = list(range(seeds))
+    if model:
+        overrides["model"] = model
+    cfg = ReproduceConfig.quick(**overrides) if quick else ReproduceConfig(**overrides)  # type: ignore[arg-type]
+    try:
+        run_reproduce(cfg)
+    except (KeyError, ValueError) as e:
+        _fail(str(e.args[0] if isinstance(e, KeyError) else e))
+    typer.echo((out / "results.md").read_text())
+    typer.echo(f"results: {out / 'results.md'}, {out / 'results.json'}; curves: {out / 'curves'}")
+
+
 def _fail(message: str, code: int = 1) -> NoReturn:
     """Print one clear error line and exit (no traceback)."""
     typer.echo(f"error: {message}", err=True)

@@ -70,6 +70,11 @@ class TrainConfig:
     eval_episodes: int = 20
     eval_sampled: bool = True
     """Also evaluate with sampling (``temperature``), not only greedily."""
+    eval_at_start: bool = True
+    """Evaluate the untrained policy at step 0 (the start of the learning curve)."""
+    eval_seed: int | None = None
+    """First evaluation episode seed (the same episodes at every evaluation); ``None``:
+    ``seed + 1_000_000``, away from dataset and online-collection seeds."""
     checkpoint_every: int = 50
     keep_checkpoints: int = 2
 

@@ -234,7 +234,7 @@ class Learner:
                 episodes=cfg.eval_episodes,
                 temperature=temp,
                 num_envs=cfg.num_envs,
-                seed=cfg.seed + 1_000_000,  # evaluation seeds never overlap training seeds
+                seed=cfg.eval_seed if cfg.eval_seed is not None else cfg.seed + 1_000_000,
                 max_new_tokens=cfg.max_new_tokens,
                 cot=cfg.cot,
                 show_progress=False,
@@ -253,7 +253,7 @@ class Learner:
         cfg = self.cfg
         t0 = time.time()
         bar = tqdm(total=cfg.total_steps, initial=self.step, desc="train", disable=not self.show_progress)
-        if self.step == 0 and cfg.eval_every > 0 and cfg.eval_episodes > 0:
+        if self.step == 0 and cfg.eval_at_start and cfg.eval_every > 0 and cfg.eval_episodes > 0:
             self.evaluate()  # the starting point of the learning curve
         try:
             while self.step < cfg.total_steps:
