@@ -199,3 +199,19 @@ def test_grad_accumulation_averages_micro_batches(tmp_path: Path, tiny_base: Pat
     assert len(g_acc) == len(g1) > 0
     for a, b, c in zip(g_acc, g1, g2, strict=True):
         torch.testing.assert_close(a, (b + c) / 2, rtol=1e-4, atol=1e-6)
+
+
+def test_critic_starts_at_the_data_mean_return(tmp_path: Path, tiny_base: Path, random_data: Path) -> None:
+    from vlmq.data.store import EpisodeStore
+
+    cfg = TrainConfig(env="gym_cards/NumberLine", model=str(tiny_base), out=str(tmp_path / "run"),
+                      data=str(random_data), steps=1, eval_episodes=0, device="cpu")  # fmt: skip
+    learner = Learner(cfg, show_progress=False)
+    mean = EpisodeStore(random_data).stats()["mean_return"]
+    assert mean < 0 and learner.critic_init_bias == pytest.approx(mean)
+    head = learner.policy.critic_head
+    assert torch.all(head.weight == 0) and torch.allclose(head.bias, torch.full_like(head.bias, mean))
+    assert torch.equal(learner.policy.target_head.bias, head.bias)
+    explicit = Learner(TrainConfig(**{**cfg.to_dict(), "out": str(tmp_path / "r2"), "critic_init_bias": -0.5,
+                                      "loss": cfg.loss}), show_progress=False)  # fmt: skip
+    assert torch.all(explicit.policy.critic_head.bias == -0.5)

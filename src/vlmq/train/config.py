@@ -51,12 +51,14 @@ class TrainConfig:
     lora_alpha: int = 32
     critic_init_bias: float | None = None
     """Initial Q-value of every token (the critic head starts with zero weights and this bias).
-    ``None``: pessimistic, the lowest episode return in the offline data times ``loss.reward_scale``
-    (0 without offline data). Only logged tokens' Q-values are trained, so a token the data never
-    holds keeps this value: with a pessimistic one it never looks better than a logged token, and
-    AFSFT imitates the logged syntax early (like SFT) and grows selective as the policy concentrates
-    on logged tokens. With 0 and mostly negative returns, untrained tokens look better than every
-    logged one and the binary filter rejects almost everything."""
+    ``None``: the mean episode return of the offline data times ``loss.reward_scale`` (0 without
+    offline data). Only logged tokens' Q-values are trained, so a token the data never holds keeps
+    this value, and ``V = sum pi Q`` weighs it while the policy is spread: at the data's mean, a
+    logged token passes the binary filter when it beats the average logged behaviour. With 0 and
+    mostly negative returns every logged token looks worse than the untrained ones and the filter
+    rejects almost everything (the syntax is never learnt); with the lowest return the critic must
+    climb the whole return range first, which Adam does at about ``lr`` per step (measured on
+    NumberLine: thousands of steps)."""
     max_new_tokens: int = 24
     cot: bool = False
     """Ask for ``{"thoughts": ..., "action": ...}`` instead of ``{"action": ...}``."""

@@ -34,14 +34,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def pessimistic_value(cfg: TrainConfig) -> float:
-    """The lowest episode return of the offline data times the reward scale (0 without data)."""
+def mean_return(cfg: TrainConfig) -> float:
+    """The mean episode return of the offline data times the reward scale (0 without data)."""
     if not cfg.data:
         return 0.0
     from vlmq.data.store import EpisodeStore
 
-    returns = [float(r["episode_return"]) for r in EpisodeStore(cfg.data).iter_turns(["episode_return"])]
-    return min(0.0, min(returns, default=0.0)) * cfg.loss.reward_scale
+    returns = {
+        r["episode_id"]: float(r["episode_return"])
+        for r in EpisodeStore(cfg.data).iter_turns(["episode_id", "episode_return"])
+    }
+    return (sum(returns.values()) / len(returns) if returns else 0.0) * cfg.loss.reward_scale
 
 
 def resolve_device(name: str) -> torch.device:
@@ -130,9 +133,7 @@ class Learner:
         cfg.save(self.run_dir / "config.json")
 
         source = str(ckpt / "policy") if ckpt else cfg.model
-        self.critic_init_bias = (
-            cfg.critic_init_bias if cfg.critic_init_bias is not None else pessimistic_value(cfg)
-        )
+        self.critic_init_bias = cfg.critic_init_bias if cfg.critic_init_bias is not None else mean_return(cfg)
         self.policy = Policy.from_pretrained(
             source,
             lora_r=cfg.lora_r,

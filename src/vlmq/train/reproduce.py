@@ -72,17 +72,17 @@ class ReproduceConfig:
     """Episodes per dataset (random and noisy)."""
     epsilon: float = 0.5
     """Random-action rate of the noisy expert."""
-    steps: int = 400
+    steps: int = 300
     """Offline optimizer steps."""
     batch_size: int = 8
     lr: float = 1e-3
-    eval_every: int = 200
-    eval_episodes: int = 50
-    online_rounds: int = 4
+    eval_every: int = 150
+    eval_episodes: int = 30
+    online_rounds: int = 3
     online_episodes: int = 32
-    online_steps: int = 100
+    online_steps: int = 50
     num_envs: int = 4
-    max_new_tokens: int = 24
+    max_new_tokens: int = 16
 
     @classmethod
     def quick(cls, **overrides: Any) -> ReproduceConfig:
