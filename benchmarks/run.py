@@ -1,0 +1,247 @@
+"""The benchmark suite: one entry point, JSON + Markdown, every figure against a same-run baseline.
+
+    python benchmarks/run.py            # CPU: ~5 minutes on 2 cores
+    python benchmarks/run.py --full     # + a SmolVLM-256M-sized random model (slow on a CPU)
+    python benchmarks/run.py --device cuda --dtype bfloat16 --full
+
+Sections (each ratio's baseline is measured in the same run, interleaved, medians of ``--reps``):
+
+- ``learner``: the AFSFT optimizer step of vlmq (``compute_loss`` with the binary filter: backbone
+  pass, actor + critic + target heads at response positions, gradient-free bootstrap pass over the
+  next observations, backward, AdamW) against a plain SFT step (backbone pass, LM head, token
+  cross-entropy, backward, AdamW) on the same batch of real NumberLine turns; tokens/s of both. (SFT
+  *in vlmq* is the AFSFT path with the filter off, so its step costs what AFSFT's does.)
+- ``policy``: critic-head overhead and image-feature cache on a bare forward+backward, and batched
+  KV-cached generation against one-prompt-at-a-time generation (``bench_policy.bench_model``; both
+  use ``transformers``' own ``generate``, so there is no third loop to compare).
+- ``envs``: env steps/s of the expert on one task per domain, and collection episodes/s with 1, 2
+  and 4 subprocess workers (ratio to 1 worker) for Gym Cards NumberLine and MiniWoB++ click-button.
+- ``memory``: peak resident memory (and peak CUDA memory) of a process that loads the model and
+  runs training steps, measured in a fresh subprocess.
+
+Writes ``benchmarks/results/suite.json`` and ``benchmarks/results/suite.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_policy import _time, bench_model
+
+RESULTS = Path(__file__).parent / "results"
+DOMAIN_TASKS = ("gym_cards/NumberLine", "gym_cards/Points24", "babyai/GoToLocal", "miniwob/click-button")
+
+
+# ----------------------------------------------------------------------------- learner
+def numberline_batch(policy: Any, n: int) -> Any:
+    """``n`` real NumberLine turns (random policy) as a training batch for ``policy``."""
+    from vlmq.data.batches import make_batch, samples_from_rows
+    from vlmq.data.collect import collect
+    from vlmq.data.store import EpisodeStore
+
+    with tempfile.TemporaryDirectory() as d:
+        collect("gym_cards/NumberLine", "random", max(4, n), out=Path(d) / "ds", show_progress=False)
+        rows = list(EpisodeStore(Path(d) / "ds").iter_turns())
+    return make_batch(policy, samples_from_rows(rows)[:n])
+
+
+def sft_loss(policy: Any, batch: Any) -> torch.Tensor:
+    """Plain SFT: token cross-entropy of the response under the LM head (no critic, no bootstrap)."""
+    from vlmq.train.objective import gather_positions, response_positions
+
+    state_pos, mask = response_positions(batch.inputs["response_mask"])
+    h = gather_positions(policy.hidden(batch.inputs), state_pos)
+    actions = gather_positions(batch.inputs["input_ids"], state_pos + 1)
+    logp = torch.log_softmax(policy.actor_logits(h).float(), -1).gather(-1, actions[..., None])[..., 0]
+    return -(logp * mask).sum() / mask.sum().clamp(min=1)
+
+
+def bench_learner(policy: Any, batch_size: int, reps: int) -> dict[str, Any]:
+    from vlmq.algo.afsft import AFSFTConfig
+    from vlmq.train.objective import compute_loss
+
+    batch = numberline_batch(policy, batch_size)
+    opt = torch.optim.AdamW(policy.trainable_parameters(), lr=1e-6)
+    cfg = AFSFTConfig(filter="binary")
+    policy.train()
+
+    def step(loss_fn: Any) -> None:
+        opt.zero_grad(set_to_none=True)
+        loss_fn().backward()
+        opt.step()
+
+    t = _time(
+        {
+            "afsft": lambda: step(lambda: compute_loss(policy, batch, cfg).loss),
+            "sft": lambda: step(lambda: sft_loss(policy, batch)),
+        },
+        reps,
+        policy.device,
+    )
+    tokens = int(batch.inputs["attention_mask"].sum())
+    return {
+        "batch": batch_size,
+        "tokens_per_batch": tokens,
+        "next_obs_tokens": int(batch.next_inputs["attention_mask"].sum()) if batch.next_inputs else 0,
+        "afsft_step_s": round(t["afsft"], 4),
+        "sft_step_s": round(t["sft"], 4),
+        "afsft_over_sft": round(t["afsft"] / t["sft"], 3),
+        "afsft_tokens_per_s": round(tokens / t["afsft"], 1),
+        "sft_tokens_per_s": round(tokens / t["sft"], 1),
+    }
+
+
+# ----------------------------------------------------------------------------- environments
+def bench_envs(episodes: int, miniwob_episodes: int, workers: list[int]) -> dict[str, Any]:
+    from vlmq.data.collect import collect
+    from vlmq.envs.play import play
+
+    out: dict[str, Any] = {"steps_per_s": {}, "collection": {}}
+    for env_id in DOMAIN_TASKS:
+        n = miniwob_episodes if env_id.startswith("miniwob/") else episodes
+        stats = play(env_id, "expert", episodes=n)
+        out["steps_per_s"][env_id] = round(stats.steps_per_s, 1)
+    for env_id in ("gym_cards/NumberLine", "miniwob/click-button"):
+        n = miniwob_episodes if env_id.startswith("miniwob/") else episodes
+        rows: dict[str, Any] = {}
+        for w in workers:
+            with tempfile.TemporaryDirectory() as d:
+                s = collect(env_id, "expert", n, num_envs=w, asynchronous=w > 1, out=Path(d) / "ds",
+                            show_progress=False)  # fmt: skip
+            rows[str(w)] = {"episodes_per_s": round(s.metrics()["episodes_per_s"], 2)}
+        base = rows[str(workers[0])]["episodes_per_s"]
+        for r in rows.values():
+            r["ratio"] = round(r["episodes_per_s"] / base, 2) if base else None
+        out["collection"][env_id] = rows
+    return out
+
+
+# ----------------------------------------------------------------------------- memory
+_MEMORY_CHILD = """
+import json, resource, sys, torch
+sys.path.insert(0, {bench!r})
+from run import load_policy, numberline_batch
+from vlmq.algo.afsft import AFSFTConfig
+from vlmq.train.objective import compute_loss
+policy = load_policy({model!r}, {device!r}, {dtype!r})
+batch = numberline_batch(policy, {batch})
+opt = torch.optim.AdamW(policy.trainable_parameters(), lr=1e-6)
+for _ in range(2):
+    opt.zero_grad(); compute_loss(policy, batch, AFSFTConfig()).loss.backward(); opt.step()
+cuda = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+print(json.dumps({{"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "peak_cuda_mib": cuda}}))
+"""
+
+
+def bench_memory(model: str, device: str, dtype: str, batch: int) -> dict[str, Any]:
+    code = _MEMORY_CHILD.format(bench=str(Path(__file__).parent), model=model, device=device,
+                                dtype=dtype, batch=batch)  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return {"batch": batch, **json.loads(out.stdout.strip().splitlines()[-1])}
+
+
+def load_policy(model: str, device: str, dtype: str) -> Any:
+    """The shipped ``tiny`` (or any model name/folder), or ``smolvlm-sized`` (random, built offline)."""
+    from vlmq.models.policy import Policy, PolicyConfig
+
+    if model == "smolvlm-sized":
+        from vlmq.models.tiny import build_smolvlm_sized
+
+        base, proc = build_smolvlm_sized(dtype=getattr(torch, dtype))
+        return Policy(base, proc, PolicyConfig(dtype=dtype)).to(device)
+    return Policy.from_pretrained(model, dtype=dtype, device=device)
+
+
+# ----------------------------------------------------------------------------- report
+def markdown(res: dict[str, Any]) -> str:
+    m = res["meta"]
+    lines = [f"Machine: {m['machine']}, {m['cpus']} CPUs, torch {m['torch']}, device {m['device']} "
+             f"({m['dtype']}), {m['threads']} threads; {m['wall_s']:.0f} s in all.", ""]  # fmt: skip
+    lines += ["| learner (NumberLine batch) | batch | AFSFT step s | SFT step s | AFSFT/SFT | AFSFT tok/s |",
+              "|---|---|---|---|---|---|"]  # fmt: skip
+    for name, r in res["learner"].items():
+        lines.append(f"| {name} | {r['batch']} | {r['afsft_step_s']} | {r['sft_step_s']} | "
+                     f"{r['afsft_over_sft']} | {r['afsft_tokens_per_s']} |")  # fmt: skip
+    lines += ["", "| policy | critic head overhead (fwd+bwd) | feature cache speed-up | "
+              "batched / one-at-a-time generation (tok/s) | batched tok/s |", "|---|---|---|---|---|"]  # fmt: skip
+    for name, r in res["policy"].items():
+        lines.append(f"| {name} | {r['critic_overhead_ratio']} | {r['feature_cache_speedup']} | "
+                     f"{r['gen_batching_speedup']} | {r['gen_batched_tokens_per_s']} |")  # fmt: skip
+    envs = res.get("envs") or {"steps_per_s": {}, "collection": {}}
+    if envs["steps_per_s"]:
+        lines += ["", "| env (expert, 1 process) | steps/s |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in envs["steps_per_s"].items()]
+    workers = list(next(iter(envs["collection"].values()), {}))
+    lines += [] if not workers else ["", "| collection (expert) | " + " | ".join(f"{w} worker(s) ep/s (ratio)" for w in workers) + " |",
+              "|---|" + "---|" * len(workers)]  # fmt: skip
+    for env_id, rows in envs["collection"].items():
+        lines.append(f"| {env_id} | " + " | ".join(
+            f"{r['episodes_per_s']} ({r['ratio']}x)" for r in rows.values()) + " |")  # fmt: skip
+    lines += ["", "| memory (2 AFSFT steps) | batch | peak RSS MiB | peak CUDA MiB |", "|---|---|---|---|"]
+    for name, r in res["memory"].items():
+        cuda = f"{r['peak_cuda_mib']:.0f}" if r["peak_cuda_mib"] is not None else "-"
+        lines.append(f"| {name} | {r['batch']} | {r['peak_rss_mib']:.0f} | {cuda} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--full", action="store_true", help="also a SmolVLM-256M-sized random model")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--big-batch", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--episodes", type=int, default=100, help="env episodes (Gym Cards, BabyAI)")
+    ap.add_argument("--miniwob-episodes", type=int, default=16)
+    ap.add_argument("--workers", default="1,2,4")
+    ap.add_argument("--skip-envs", action="store_true")
+    ap.add_argument("--out", type=Path, default=RESULTS / "suite.json")
+    args = ap.parse_args()
+    t0 = time.time()
+    torch.manual_seed(0)
+    models = [("tiny", args.batch, args.reps)] + ([("smolvlm-sized", args.big_batch, 2)] if args.full else [])
+    res: dict[str, Any] = {"learner": {}, "policy": {}, "memory": {}}
+    for name, batch, reps in models:
+        policy = load_policy(name, args.device, args.dtype)
+        res["learner"][name] = bench_learner(policy, batch, reps)
+        print(f"[learner {name}] {json.dumps(res['learner'][name])}", flush=True)
+        px = 512 if name == "smolvlm-sized" else 128
+        res["policy"][name] = bench_model(name, policy, batch, reps, 16, px)
+        del policy
+        res["memory"][name] = bench_memory(name, args.device, args.dtype, batch)
+        print(f"[memory {name}] {json.dumps(res['memory'][name])}", flush=True)
+    if not args.skip_envs:
+        res["envs"] = bench_envs(args.episodes, args.miniwob_episodes, [int(w) for w in args.workers.split(",")])
+        print(f"[envs] {json.dumps(res['envs'])}", flush=True)
+    res["meta"] = {
+        "machine": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
+        "device": args.device, "dtype": args.dtype, "threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
+        "load_avg_at_start": os.getloadavg(), "wall_s": round(time.time() - t0, 1),
+    }  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(res, indent=2) + "\n")
+    md = markdown(res)
+    args.out.with_suffix(".md").write_text(md)
+    print(md + f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
