@@ -1,4 +1,4 @@
-"""Test-wide settings: no model hub, deterministic torch, quiet libraries."""
+"""Test-wide settings (no model hub, deterministic torch, quiet libraries) and shared fixtures."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TQDM_DISABLE", "1")
+
+from pathlib import Path
 
 import pytest
 
@@ -36,3 +38,23 @@ def _seed_torch() -> None:
         return
     torch.manual_seed(0)
     torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Idefics3 saved as a base model folder."""
+    from vlmq.models.tiny import save_tiny
+
+    return save_tiny("idefics3", tmp_path_factory.mktemp("base"), seed=0)
+
+
+@pytest.fixture(scope="module")
+def random_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 random-policy NumberLine episodes."""
+    from vlmq.data.collect import collect
+
+    out = tmp_path_factory.mktemp("data") / "numberline-random"
+    collect(
+        "gym_cards/NumberLine", "random", 24, num_envs=2, asynchronous=False, out=out, show_progress=False
+    )
+    return out

@@ -47,11 +47,15 @@ def _load(tiny_dirs: dict[str, Path], arch: str, **kw: object) -> Policy:
 def test_heads_shapes_and_dtypes(tiny_dirs: dict[str, Path], arch: str) -> None:
     pol = _load(tiny_dirs, arch)
     batch = pol.encode(_images(3), PROMPTS, RESPONSES)
-    logits, q = pol(batch)
+    logits, q, q_target = pol(batch)
     B, T = batch["input_ids"].shape
     V = pol.vocab_size
-    assert logits.shape == q.shape == (B, T, V)
-    assert logits.dtype == q.dtype == torch.float32
+    assert logits.shape == q.shape == q_target.shape == (B, T, V)
+    assert logits.dtype == q.dtype == q_target.dtype == torch.float32
+    assert logits.requires_grad and q.requires_grad and not q_target.requires_grad
+    pos = torch.tensor([[T - 1, 0, 2]] * B)  # heads at chosen positions only
+    for full, sel in zip((logits, q, q_target), pol(batch, pos), strict=True):
+        torch.testing.assert_close(sel, full[:, [T - 1, 0, 2]])
     h = pol.hidden(batch)
     assert h.shape == (B, T, pol.hidden_size)
     sel = h[batch["response_mask"]]  # gather positions before the vocab-sized matmul

@@ -17,25 +17,9 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from vlmq.cli import app
-from vlmq.data.collect import collect
-from vlmq.models.tiny import save_tiny
 from vlmq.train.checkpoint import latest_checkpoint
 from vlmq.train.config import TrainConfig
 from vlmq.train.learner import Learner, TrainingDiverged
-
-
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny("idefics3", tmp_path_factory.mktemp("base"), seed=0)
-
-
-@pytest.fixture(scope="module")
-def random_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("data") / "numberline-random"
-    collect(
-        "gym_cards/NumberLine", "random", 24, num_envs=2, asynchronous=False, out=out, show_progress=False
-    )
-    return out
 
 
 @pytest.mark.slow

@@ -276,8 +276,10 @@ def train(
     filter: str = typer.Option("binary", "--filter", help="binary (AFSFT), exp (AWR) or none (SFT)."),
     online: bool = typer.Option(False, "--online", help="After offline steps, train on own episodes."),
     steps: int = typer.Option(200, help="Offline optimizer steps."),
-    batch_size: int = typer.Option(8, help="Turns per micro-batch."),
-    grad_accum: int = typer.Option(1, help="Micro-batches per optimizer step."),
+    batch_size: int = typer.Option(8, help="Turns per micro-batch and process."),
+    grad_accum: int = typer.Option(
+        1, help="Micro-batches per optimizer step (global batch: batch size x grad accum x processes)."
+    ),
     lr: float = typer.Option(1e-4, help="AdamW learning rate."),
     gamma: float = typer.Option(0.9, help="Discount between turns."),
     beta: float = typer.Option(1.0, help="Exp filter temperature."),
@@ -294,13 +296,21 @@ def train(
     checkpoint_every: int = typer.Option(50, help="Checkpoint every N steps."),
     max_new_tokens: int = typer.Option(24, help="Response length limit."),
     seed: int = typer.Option(0, help="Seed of everything."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
+    device: str = typer.Option(
+        "auto", help="auto, cpu, cuda, cuda:1 ... (several processes: auto, cpu or cuda, one device each)."
+    ),
     resume: Path = typer.Option(
         None, "--resume", help="Continue the run in this folder from its last checkpoint."
     ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
-    """Train a policy with AFSFT (or SFT / AWR): offline on --data, then online with --online."""
+    """Train a policy with AFSFT (or SFT / AWR): offline on --data, then online with --online.
+
+    Data-parallel on N processes: `accelerate launch --multi_gpu --num_processes N -m vlmq train ...`
+    (also on CPU-only machines; see README, Scaling up).
+    """
+    from accelerate import PartialState
+
     from vlmq.algo.afsft import AFSFTConfig
     from vlmq.train.config import TrainConfig
     from vlmq.train.learner import TrainingDiverged
@@ -333,6 +343,8 @@ def train(
         summary = run_training(cfg, resume=resume is not None, show_progress=not quiet)
     except (TrainingDiverged, FileExistsError, FileNotFoundError) as e:
         _fail(str(e))
+    if not PartialState().is_main_process:
+        return
     final = summary.get("final_eval", {})
     typer.echo(f"run: {cfg.out}  steps: {summary['steps']}  wall: {summary['wall_time_s']} s")
     for k in ("greedy/success_rate", "greedy/mean_return", "greedy/valid_rate"):

@@ -33,7 +33,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -83,6 +83,14 @@ class PolicyConfig:
         """Build from a dict, ignoring unknown keys (configs written by other versions)."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+class HeadOutputs(NamedTuple):
+    """What :meth:`Policy.forward` returns: the three heads at the same positions, ``[B, L, V]``."""
+
+    logits: torch.Tensor
+    q: torch.Tensor
+    q_target: torch.Tensor
 
 
 @dataclass
@@ -500,10 +508,16 @@ class Policy(nn.Module):
             else:
                 pt.lerp_(p, tau)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(actor logits, Q)``, both ``[B, T, V]``, from one backbone pass."""
+    def forward(self, batch: dict[str, torch.Tensor], positions: torch.Tensor | None = None) -> HeadOutputs:
+        """Actor logits, Q and target Q (no gradient), each ``[B, L, V]``, at ``positions [B, L]`` of one
+        backbone pass (all ``T`` positions when ``None``). The learner's passes go through ``forward``
+        because a data-parallel wrapper (DDP) syncs the gradients of what its ``forward`` computes."""
         h = self.hidden(batch)
-        return self.actor_logits(h), self.critic_q(h)
+        if positions is not None:
+            h = h.gather(1, positions[..., None].expand(-1, -1, h.shape[-1]))
+        with torch.no_grad():
+            q_target = self.target_q(h)
+        return HeadOutputs(self.actor_logits(h), self.critic_q(h), q_target)
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()

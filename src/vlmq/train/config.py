@@ -36,9 +36,11 @@ class TrainConfig:
     lr: float = 1e-4
     weight_decay: float = 0.0
     batch_size: int = 8
-    """Turns per micro-batch."""
+    """Turns per micro-batch in each process."""
     grad_accum: int = 1
-    """Micro-batches per optimizer step (global batch = batch_size * grad_accum * processes)."""
+    """Micro-batches per optimizer step. Global batch (turns per optimizer step) = ``batch_size *
+    grad_accum * processes``; ``processes`` is set by ``accelerate launch --num_processes`` (1 without
+    it). The same global batch on another number of processes gives the same steps (up to rounding)."""
     steps: int = 200
     """Optimizer steps of offline training."""
     warmup_steps: int = 10
@@ -95,6 +97,8 @@ class TrainConfig:
     """Share of each batch drawn from online episodes once there are some."""
 
     device: str = "auto"
+    """``auto`` (CUDA if available), ``cpu``, ``cuda``, ``cuda:N``. With several processes each uses its
+    own device (its GPU, or the CPU with gloo): then only ``auto``, ``cpu`` or ``cuda``."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -3,6 +3,13 @@
 ``train(cfg)`` is the whole loop; ``train(cfg, resume=True)`` continues a killed run from its last
 checkpoint and ends where the uninterrupted run would have ended (same batches, same RNG streams).
 SFT, AFSFT and AWR are the same loop with a different ``cfg.loss.filter``.
+
+Data-parallel training (DDP) runs the same loop in every process started by ``accelerate launch``
+(in a plain single process the :class:`~accelerate.Accelerator` changes nothing). Every process draws
+the same global micro-batch from the same seeded stream and trains on its own share of it; the
+gradients are averaged across processes, so all of them hold the same weights. The main process alone
+logs, evaluates, collects online episodes and writes checkpoints while the others wait at a barrier;
+on resume every process loads the same checkpoint.
 """
 
 from __future__ import annotations
@@ -10,12 +17,16 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from accelerate import Accelerator, DistributedType
+from accelerate.utils import InitProcessGroupKwargs, gather_object
 
 from vlmq.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, set_rng_state
 from vlmq.train.config import TrainConfig
@@ -53,15 +64,47 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+# main-process-only evaluation and online collection may outlast the default collective timeout
+COLLECTIVE_TIMEOUT = timedelta(hours=2)
+
+
+def make_accelerator(device: str) -> tuple[Accelerator, torch.device]:
+    """The run's accelerator and device. One process: ``device`` as given. Several processes
+    (``accelerate launch``): each uses the accelerator's device (its own GPU, or the CPU with gloo)."""
+    wanted = resolve_device(device)
+    acc = Accelerator(
+        cpu=wanted.type == "cpu",
+        device_placement=False,
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=COLLECTIVE_TIMEOUT)],
+    )
+    if acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM):
+        raise ValueError(
+            f"{acc.distributed_type} is not supported: evaluation, online collection and checkpoints use "
+            "full weights in every process; use a DDP (multi-GPU or multi-CPU) accelerate config"
+        )
+    if acc.num_processes == 1:
+        return acc, wanted
+    if device not in ("auto", acc.device.type):
+        raise ValueError(
+            f"device {device!r}: with {acc.num_processes} processes each uses its own device "
+            f"({acc.device} here); use auto, cpu or cuda"
+        )
+    return acc, acc.device
+
+
 class TrainData:
     """The learner's data: offline dataset + online FIFO (a :class:`ReplayStore`) and the collector."""
 
-    def __init__(self, cfg: TrainConfig, policy: Any, run_dir: Path) -> None:
+    def __init__(
+        self, cfg: TrainConfig, policy: Any, run_dir: Path, process_index: int = 0, num_processes: int = 1
+    ) -> None:
         from vlmq.data.replay import ReplayStore
         from vlmq.data.store import EpisodeStore
 
         self.cfg = cfg
         self.policy = policy
+        self.process_index = process_index
+        self.num_processes = num_processes
         offline = EpisodeStore(cfg.data) if cfg.data else None
         self.replay = ReplayStore(
             run_dir / "replay", offline, cfg.replay_capacity, cfg.online_fraction, seed=cfg.seed
@@ -69,9 +112,13 @@ class TrainData:
         self.rng = np.random.default_rng([cfg.seed, 1])
 
     def next_batch(self) -> Any:
+        """This process's ``batch_size`` turns of the next global micro-batch. Every process draws the
+        same ``batch_size * num_processes`` turns (same seeded stream, so a checkpoint's data cursor is
+        valid for all of them) and keeps every ``num_processes``-th, from its ``process_index`` on."""
         from vlmq.data.batches import make_batch
 
-        return make_batch(self.policy, self.replay.sample(self.cfg.batch_size, self.rng))
+        samples = self.replay.sample(self.cfg.batch_size * self.num_processes, self.rng)
+        return make_batch(self.policy, samples[self.process_index :: self.num_processes])
 
     def collect_online(self, round_idx: int) -> tuple[dict[str, float], list[str]]:
         """Collect one round of episodes with the current policy into the replay store; returns its
@@ -127,10 +174,12 @@ class Learner:
             raise FileExistsError(f"{self.run_dir} already holds a run; use --resume or another --out")
         self.cfg = cfg
         self.show_progress = show_progress
-        self.device = resolve_device(cfg.device)
+        self.accelerator, self.device = make_accelerator(cfg.device)
+        self.is_main = self.accelerator.is_main_process
         seed_everything(cfg.seed)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        cfg.save(self.run_dir / "config.json")
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            cfg.save(self.run_dir / "config.json")
 
         source = str(ckpt / "policy") if ckpt else cfg.model
         self.critic_init_bias = cfg.critic_init_bias if cfg.critic_init_bias is not None else mean_return(cfg)
@@ -149,25 +198,33 @@ class Learner:
         warm = max(1, cfg.warmup_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warm))
         self.use_bf16 = cfg.bf16 if cfg.bf16 is not None else self.device.type == "cuda"
-        self.logger = RunLogger(self.run_dir)
+        self.logger = RunLogger(self.run_dir, enabled=self.is_main)
         self.step = 0
         self.online_round = 0
         self.history: list[dict[str, Any]] = []
-        self.data = self._make_data()
-        if ckpt is not None:
-            state = load_trainer_state(ckpt)
+        state = load_trainer_state(ckpt) if ckpt is not None else None
+        # the main process rolls the replay back to the checkpoint before the others read it
+        with self.accelerator.main_process_first():
+            self.data = self._make_data()
+            if state is not None:
+                self.data.load_state_dict(state["data"])
+        if state is not None:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             self.step = int(state["step"])
             self.online_round = int(state.get("online_round", 0))
             self.history = list(state.get("history", []))
-            self.data.load_state_dict(state["data"])
             set_rng_state(state["rng"])
-            self._truncate_metrics(self.step)
+            if self.is_main:
+                self._truncate_metrics(self.step)
+        # `model` is the policy as the accelerator wraps it (DDP): training passes go through it.
+        # The scheduler is not prepared: accelerate would step it once per process.
+        self.model, self.optimizer = self.accelerator.prepare(self.policy, self.optimizer)
 
     # ------------------------------------------------------------------ data
     def _make_data(self) -> TrainData:
-        return TrainData(self.cfg, self.policy, self.run_dir)
+        acc = self.accelerator
+        return TrainData(self.cfg, self.policy, self.run_dir, acc.process_index, acc.num_processes)
 
     def _truncate_metrics(self, step: int) -> None:
         """Drop log records written after the checkpoint we resume from (they will be redone)."""
@@ -184,32 +241,38 @@ class Learner:
 
     # ------------------------------------------------------------------ one optimizer step
     def train_step(self) -> dict[str, float]:
-        cfg = self.cfg
+        """One optimizer step on ``grad_accum`` micro-batches of ``batch_size`` turns per process: the
+        gradient of the mean micro-batch loss, where each global micro-batch's loss is the mean over all
+        its logged tokens, as in one process with the same global batch."""
+        cfg, acc = self.cfg, self.accelerator
         self.policy.train()
         self.optimizer.zero_grad(set_to_none=True)
         totals: dict[str, float] = {}
-        for _ in range(cfg.grad_accum):
+        for i in range(cfg.grad_accum):
             batch = self.data.next_batch()
             autocast = (
                 torch.autocast(self.device.type, dtype=torch.bfloat16) if self.use_bf16 else nullcontext()
             )
-            with autocast:
-                out = compute_loss(self.policy, batch, cfg.loss, use_target=cfg.target == "polyak")
-            if not torch.isfinite(out.loss):
-                raise TrainingDiverged(
-                    f"non-finite loss at step {self.step} (actor {out.actor_loss.item()}, critic "
-                    f"{out.critic_loss.item()}); the last good checkpoint is kept in {self.run_dir}"
-                )
-            (out.loss / cfg.grad_accum).backward()
-            for k, v in {
+            # gradients are averaged across processes in the last micro-batch's backward only
+            with acc.no_sync(self.model) if i < cfg.grad_accum - 1 else nullcontext():
+                with autocast:
+                    out = compute_loss(self.model, batch, cfg.loss, use_target=cfg.target == "polyak")
+                acc.backward(out.loss * self._token_share(batch) / cfg.grad_accum)
+            metrics = {
                 "loss": out.loss.item(),
                 "actor_loss": out.actor_loss.item(),
                 "critic_loss": out.critic_loss.item(),
                 **out.metrics,
-            }.items():
+            }
+            for k, v in self._across_processes(metrics).items():
                 totals[k] = totals.get(k, 0.0) + v / cfg.grad_accum
+        if not math.isfinite(totals["loss"]):  # the same in every process: they all stop here
+            raise TrainingDiverged(
+                f"non-finite loss at step {self.step} (actor {totals['actor_loss']}, critic "
+                f"{totals['critic_loss']}); the last good checkpoint is kept in {self.run_dir}"
+            )
         params = [p for p in self.policy.trainable_parameters() if p.grad is not None]
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+        grad_norm = acc.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
         if not torch.isfinite(grad_norm):
             raise TrainingDiverged(f"non-finite gradient at step {self.step}; last good checkpoint kept")
         self.optimizer.step()
@@ -220,6 +283,28 @@ class Learner:
         totals["grad_norm"] = float(grad_norm)
         totals["lr"] = self.scheduler.get_last_lr()[0]
         return totals
+
+    def _token_share(self, batch: Any) -> torch.Tensor:
+        """This process's loss weight: its share of the global micro-batch's logged tokens times the
+        number of processes. Each process's loss is a mean over its own tokens and DDP averages the
+        gradients, so with this weight the result is the gradient of the mean over all the tokens
+        (exactly 1 in a single process)."""
+        tokens = batch.inputs["response_mask"].sum().float()
+        total = self.accelerator.reduce(tokens, reduction="sum")
+        return tokens * self.accelerator.num_processes / total.clamp(min=1.0)
+
+    @staticmethod
+    def _across_processes(metrics: dict[str, float]) -> dict[str, float]:
+        """Metrics of the global micro-batch: ``tokens`` summed over processes, the others averaged
+        with the processes' token counts as weights (exact for means over tokens, e.g. the losses)."""
+        per_process: list[dict[str, float]] = gather_object([metrics])
+        tokens = [m["tokens"] for m in per_process]
+        total = sum(tokens)
+        weights = [t / total for t in tokens] if total > 0 else [1 / len(tokens)] * len(tokens)
+        merged = {"tokens": total}
+        for k in dict.fromkeys(k for m in per_process for k in m if k != "tokens"):
+            merged[k] = sum(w * m.get(k, 0.0) for w, m in zip(weights, per_process, strict=True))
+        return merged
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict[str, float]:
@@ -253,18 +338,18 @@ class Learner:
 
         cfg = self.cfg
         t0 = time.time()
-        bar = tqdm(total=cfg.total_steps, initial=self.step, desc="train", disable=not self.show_progress)
+        show = self.show_progress and self.is_main
+        bar = tqdm(total=cfg.total_steps, initial=self.step, desc="train", disable=not show)
         if self.step == 0 and cfg.eval_at_start and cfg.eval_every > 0 and cfg.eval_episodes > 0:
-            self.evaluate()  # the starting point of the learning curve
+            self._on_main(self.evaluate)  # the starting point of the learning curve
         try:
             while self.step < cfg.total_steps:
                 if cfg.online and self.step >= cfg.steps:
                     round_idx = (self.step - cfg.steps) // cfg.online_steps
                     if round_idx >= self.online_round:
-                        stats, samples = self.data.collect_online(round_idx)
+                        self._on_main(self._collect_online, round_idx)
+                        self.data.replay.refresh()  # the other processes read the new round from disk
                         self.online_round = round_idx + 1
-                        self.logger.scalars(self.step, stats, prefix="online/")
-                        self.logger.text(self.step, "online/samples", samples)
                 metrics = self.train_step()
                 bar.update(1)
                 bar.set_postfix(
@@ -274,21 +359,33 @@ class Learner:
                     self.logger.scalars(self.step, metrics, prefix="train/")
                 periodic = cfg.eval_every > 0 and self.step % cfg.eval_every == 0
                 if cfg.eval_episodes > 0 and (periodic or self.step == cfg.total_steps):
-                    self.evaluate()
+                    self._on_main(self.evaluate)
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.total_steps:
-                    self.save()
+                    self._on_main(self.save)
         finally:
             bar.close()
         summary = self.summary(time.time() - t0)
-        atomic_write_json(self.run_dir / "summary.json", summary)
-        try:
-            from vlmq.train.plot import plot_runs
+        if self.is_main:
+            atomic_write_json(self.run_dir / "summary.json", summary)
+            try:
+                from vlmq.train.plot import plot_runs
 
-            plot_runs([self.run_dir], self.run_dir / "curves.png")
-        except ValueError:
-            pass
+                plot_runs([self.run_dir], self.run_dir / "curves.png")
+            except ValueError:
+                pass
         self.logger.close()
         return summary
+
+    def _on_main(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` in the main process only; the other processes wait for it at a barrier."""
+        if self.is_main:
+            fn(*args)
+        self.accelerator.wait_for_everyone()
+
+    def _collect_online(self, round_idx: int) -> None:
+        stats, samples = self.data.collect_online(round_idx)
+        self.logger.scalars(self.step, stats, prefix="online/")
+        self.logger.text(self.step, "online/samples", samples)
 
     def save(self) -> Path:
         state = {
@@ -314,6 +411,7 @@ class Learner:
             "trainable_parameters": int(sum(p.numel() for p in self.policy.trainable_parameters())),
             "critic_init_bias": self.critic_init_bias,
             "device": str(self.device),
+            "processes": self.accelerator.num_processes,
         }
 
 

@@ -1,9 +1,10 @@
 """The glue between a :class:`~vlmq.models.policy.Policy`, a training batch and the AFSFT loss.
 
-One backbone pass gives the final hidden states of every turn; only the states before each response
-token are gathered (``[B, L, H]``) before the vocabulary-sized heads run, so prompt positions cost
-nothing beyond the backbone. A second, gradient-free pass over the *next* observations' prompts gives
-the turn-boundary bootstrap value ``V'(s_{t+1}^0)``.
+One backbone pass (:meth:`Policy.forward <vlmq.models.policy.Policy.forward>`) gives the final hidden
+states of every turn; only the states before each response token are gathered (``[B, L, H]``) before
+the vocabulary-sized heads run, so prompt positions cost nothing beyond the backbone. A second,
+gradient-free ``forward`` over the *next* observations' prompts gives the turn-boundary bootstrap value
+``V'(s_{t+1}^0)``. Both go through ``forward``, so a data-parallel wrapper of the policy works alike.
 """
 
 from __future__ import annotations
@@ -39,39 +40,36 @@ def gather_positions(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def next_state_values(
-    policy: Any, next_inputs: dict[str, torch.Tensor] | None, use_target: bool
-) -> torch.Tensor:
+def next_state_values(policy: Any, next_inputs: dict[str, torch.Tensor], use_target: bool) -> torch.Tensor:
     """``V'(s^0)`` at the last position of each (left-padded) prompt-only sequence."""
-    if next_inputs is None or next_inputs["input_ids"].shape[0] == 0:
-        return torch.zeros(0, device=policy.device)
-    h = policy.hidden(next_inputs)[:, -1]
-    q = policy.target_q(h) if use_target else policy.critic_q(h)
-    return state_values(policy.actor_logits(h), q)
+    ids = next_inputs["input_ids"]
+    last = torch.full((ids.shape[0], 1), ids.shape[1] - 1, device=ids.device)
+    out = policy(next_inputs, last)
+    return state_values(out.logits, out.q_target if use_target else out.q)[:, 0]
 
 
 def compute_loss(policy: Any, batch: Any, cfg: AFSFTConfig, use_target: bool = True) -> LossOutput:
     """AFSFT loss of one batch of turns (see module docstring).
 
-    ``batch`` has ``inputs`` (training layout, with ``response_mask``), ``rewards``, ``terminated``,
-    ``has_next``, ``next_inputs`` and ``next_index`` (row -> row of ``next_inputs``, -1 for none).
+    ``policy`` is a :class:`~vlmq.models.policy.Policy` or its data-parallel wrapper (both passes call
+    ``policy(inputs, positions)``). ``batch`` has ``inputs`` (training layout, with ``response_mask``),
+    ``rewards``, ``terminated``, ``has_next``, ``next_inputs`` and ``next_index`` (row -> row of
+    ``next_inputs``, -1 for none).
     """
     inputs = batch.inputs
-    device = policy.device
+    ids = inputs["input_ids"]
+    device = ids.device
     state_pos, mask = response_positions(inputs["response_mask"].to(device))
-    h = policy.hidden(inputs)
-    h_sel = gather_positions(h, state_pos)  # [B, L, H]
-    actions = gather_positions(inputs["input_ids"].to(device), (state_pos + 1).clamp(max=h.shape[1] - 1))
-    logits = policy.actor_logits(h_sel)
-    q = policy.critic_q(h_sel)
-    with torch.no_grad():
-        q_target = policy.target_q(h_sel) if use_target else q.detach()
+    logits, q, q_target = policy(inputs, state_pos)  # [B, L, V] each
+    if not use_target:
+        q_target = q.detach()
+    actions = gather_positions(ids, (state_pos + 1).clamp(max=ids.shape[1] - 1))
 
     has_next = batch.has_next.to(device).bool()
     next_index = batch.next_index.to(device).long()
-    v_next = next_state_values(policy, batch.next_inputs if bool(has_next.any()) else None, use_target)
     next_value = torch.zeros(mask.shape[0], device=device)
-    if v_next.numel():
+    if bool(has_next.any()):
+        v_next = next_state_values(policy, batch.next_inputs, use_target)
         ok = has_next & (next_index >= 0)
         next_value[ok] = v_next[next_index[ok]].float()
     return afsft_loss(
