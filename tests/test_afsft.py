@@ -8,7 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vlmq.algo.afsft import AFSFTConfig, afsft_loss, filter_weights, state_values, td_targets
+from vlmq.algo.afsft import (
+    AFSFTConfig,
+    advantages,
+    afsft_loss,
+    filter_weights,
+    state_values,
+    td_targets,
+)  # fmt: skip
 
 
 def _two_turn_episode() -> dict[str, torch.Tensor]:
@@ -47,6 +54,22 @@ def test_state_values_are_exact_expectations() -> None:
     vt = state_values(ep["logits"], ep["q_target"])
     assert vt[0, 1].item() == pytest.approx(0.25 * 1 + 0.25 * 0 + 0.5 * 3)  # 1.75
     assert vt[1, 0].item() == pytest.approx(2.0)
+
+
+def test_advantages_by_hand_and_exactly_zero_for_a_flat_critic() -> None:
+    ep = _two_turn_episode()
+    q_taken = ep["q"].gather(-1, ep["actions"][..., None])[..., 0]
+    a = advantages(ep["logits"], ep["q"], q_taken)
+    assert a[0, 0].item() == pytest.approx(3.0 - 1.75) and a[0, 1].item() == pytest.approx(1.0 - 1.5)
+    assert a[1, 0].item() == pytest.approx(2.0 - 1.25)
+    # a critic that scores every token alike (as a fresh one does): no token passes the binary filter
+    logits = torch.randn(4, 6, 1000, generator=torch.Generator().manual_seed(0)) * 5
+    flat = torch.full((4, 6, 1000), -2.37)
+    a = advantages(logits, flat, flat[..., 0])
+    assert torch.all(a == 0) and filter_weights(a, "binary").sum() == 0
+    # the plain `Q - V` form leaves rounding noise that half-passes the filter
+    noisy = flat[..., 0] - state_values(logits, flat)
+    assert torch.any(noisy != 0)
 
 
 def test_td_targets_by_hand() -> None:

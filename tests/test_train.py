@@ -121,6 +121,13 @@ def test_resume_after_sigkill_ends_where_an_uninterrupted_run_ends(
     # the replay holds the same online rounds (episodes after the checkpoint were rolled back)
     shards = sorted(p.name for p in (Path(cfg.out) / "replay").glob("shard-*.parquet"))
     assert shards == sorted(p.name for p in (Path(ref.out) / "replay").glob("shard-*.parquet"))
+    # and its log holds every record once, like the uninterrupted run's (no redone round twice)
+    from vlmq.train.logger import read_metrics
+
+    def records(run: str) -> list[tuple[int, tuple[str, ...]]]:
+        return sorted((r["step"], tuple(sorted(r))) for r in read_metrics(Path(run)))
+
+    assert records(cfg.out) == records(ref.out)
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(

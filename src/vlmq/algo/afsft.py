@@ -76,6 +76,14 @@ def state_values(logits: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return (pi * q.float()).sum(-1)
 
 
+def advantages(logits: torch.Tensor, q: torch.Tensor, q_taken: torch.Tensor) -> torch.Tensor:
+    """``A = Q(s,a) - V(s)``, computed as ``sum_b pi(b|s) (Q(s,a) - Q(s,b))`` (equal, as ``pi`` sums
+    to 1): exactly 0 wherever the Q-values are equal (e.g. a freshly initialised critic), where
+    ``Q - sum pi Q`` leaves rounding noise of either sign that the binary filter would act on."""
+    pi = torch.softmax(logits.detach().float(), dim=-1)
+    return (pi * (q_taken.float().unsqueeze(-1) - q.float())).sum(-1)
+
+
 def td_targets(
     v_target: torch.Tensor,
     mask: torch.Tensor,
@@ -162,7 +170,7 @@ def afsft_loss(
     l_critic = critic_loss(q_taken, target, mask, cfg.huber_delta)
 
     with torch.no_grad():
-        advantage = q_taken.detach() - state_values(logits, q.detach())
+        advantage = advantages(logits, q.detach(), q_taken.detach())
         weights = filter_weights(advantage, cfg.filter, cfg.threshold, cfg.beta, cfg.w_max)
     l_actor = actor_loss(logp_taken, weights, mask)
     loss = l_actor + cfg.critic_coef * l_critic

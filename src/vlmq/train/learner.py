@@ -227,16 +227,20 @@ class Learner:
         return TrainData(self.cfg, self.policy, self.run_dir, acc.process_index, acc.num_processes)
 
     def _truncate_metrics(self, step: int) -> None:
-        """Drop log records written after the checkpoint we resume from (they will be redone)."""
+        """Drop log records written after the checkpoint we resume from (they will be redone): later
+        steps, and an online round logged at the checkpoint's own step (collected after the save)."""
+        import json
+
         from vlmq.train.logger import read_metrics
+        from vlmq.utils.io import atomic_write_text
 
         path = self.run_dir / "metrics.jsonl"
         if path.is_file():
-            import json
-
-            keep = [r for r in read_metrics(self.run_dir) if r["step"] <= step]
-            from vlmq.utils.io import atomic_write_text
-
+            keep = [
+                r
+                for r in read_metrics(self.run_dir)
+                if r["step"] < step or (r["step"] == step and not any(k.startswith("online/") for k in r))
+            ]
             atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
 
     # ------------------------------------------------------------------ one optimizer step

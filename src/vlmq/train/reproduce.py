@@ -278,7 +278,10 @@ def format_table(results: dict[str, Any]) -> str:
         "| task | data random / noisy | " + " | ".join(cols) + " |",
         "|---|---|" + "---|" * len(cols),
     ]
-    for task, r in results["tasks"].items():
+    for task in results["config"]["tasks"]:
+        if task not in results["tasks"]:
+            continue
+        r = results["tasks"][task]
         d = r["data"]
         cells = [f"{100 * d['random']['success_rate']:.0f} / {100 * d['noisy']['success_rate']:.0f}"]
         for c in cols:
