@@ -14,8 +14,9 @@ Sections (each ratio's baseline is measured in the same run, interleaved, median
 - ``policy``: critic-head overhead and image-feature cache on a bare forward+backward, and batched
   KV-cached generation against one-prompt-at-a-time generation (``bench_policy.bench_model``; both
   use ``transformers``' own ``generate``, so there is no third loop to compare).
-- ``envs``: env steps/s of the expert on one task per domain, and collection episodes/s with 1, 2
-  and 4 subprocess workers (ratio to 1 worker) for Gym Cards NumberLine and MiniWoB++ click-button.
+- ``envs``: env steps/s of the expert on one task per domain, and collection episodes/s (start-up of
+  workers and browsers included) with 1 env in this process and with 2 and 4 subprocess workers
+  (ratio to the single env) for Gym Cards NumberLine and MiniWoB++ click-button.
 - ``memory``: peak resident memory (and peak CUDA memory) of a process that loads the model and
   runs training steps, measured in a fresh subprocess.
 
@@ -208,8 +209,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--big-batch", type=int, default=2)
     ap.add_argument("--reps", type=int, default=7)
-    ap.add_argument("--episodes", type=int, default=100, help="env episodes (Gym Cards, BabyAI)")
-    ap.add_argument("--miniwob-episodes", type=int, default=16)
+    ap.add_argument("--episodes", type=int, default=300, help="env episodes (Gym Cards, BabyAI)")
+    ap.add_argument("--miniwob-episodes", type=int, default=60)
     ap.add_argument("--workers", default="1,2,4")
     ap.add_argument("--skip-envs", action="store_true")
     ap.add_argument("--out", type=Path, default=RESULTS / "suite.json")
