@@ -10,7 +10,8 @@ them (SPEC section 2):
 Trainable: LoRA adapters on the language model and on the LM head (``lora_lm_head``: a low-rank
 correction of the output projection, so tokens the base model rarely emits, such as a new action
 syntax, become likely within a few hundred steps; it leaves the input embeddings alone even when the
-model ties them), the vision tower frozen unless ``train_vision``, and the critic head. The critic head is initialised with zero weights and bias ``critic_init_bias`` by
+model ties them), the vision tower frozen unless ``train_vision``, and the critic head. The critic
+head is initialised with zero weights and bias ``critic_init_bias`` by
 default (``critic_init_std > 0`` draws weights from ``N(0, std)`` with ``seed``): a zero critic gives
 ``Q = V`` and zero advantages at the start, so nothing passes the binary filter until the critic has
 learnt something, instead of passing a random half of the tokens.

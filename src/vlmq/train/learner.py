@@ -51,11 +51,7 @@ def mean_return(cfg: TrainConfig) -> float:
         return 0.0
     from vlmq.data.store import EpisodeStore
 
-    returns = {
-        r["episode_id"]: float(r["episode_return"])
-        for r in EpisodeStore(cfg.data).iter_turns(["episode_id", "episode_return"])
-    }
-    return (sum(returns.values()) / len(returns) if returns else 0.0) * cfg.loss.reward_scale
+    return float(EpisodeStore(cfg.data).stats()["mean_return"]) * cfg.loss.reward_scale
 
 
 def resolve_device(name: str) -> torch.device:

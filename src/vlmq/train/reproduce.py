@@ -138,7 +138,7 @@ def _eval_seed(seed: int) -> int:
     return EVAL_SEED + 10_000 * seed
 
 
-def expert_ceiling(cfg: ReproduceConfig, task: str, seed: int, _: Any = None) -> dict[str, float]:
+def expert_ceiling(cfg: ReproduceConfig, task: str, seed: int) -> dict[str, float]:
     """The scripted expert on the evaluation episodes of ``seed``."""
     from vlmq.data.collect import collect
 
@@ -219,11 +219,16 @@ def reproduce(cfg: ReproduceConfig, progress: Callable[[str], None] = _log) -> d
         data = {kind: dataset(cfg, task, kind) for kind in ("random", "noisy")}
         per_seed: dict[str, list[dict[str, float]]] = {c: [] for c in ("expert", *CONDITIONS)}
         for seed in cfg.seeds:
-            for name, fn in (("expert", expert_ceiling), ("prompting", prompting)):
+            for name in ("expert", "prompting"):
                 path = run_dir(cfg, task, name, seed).with_suffix(".json")
                 if not path.is_file():
                     _log(f"{task}: evaluating {name} seed {seed}")
-                    atomic_write_json(path, fn(cfg, task, seed, cache))
+                    result = (
+                        expert_ceiling(cfg, task, seed)
+                        if name == "expert"
+                        else prompting(cfg, task, seed, cache)
+                    )
+                    atomic_write_json(path, result)
                 per_seed[name].append(json.loads(path.read_text()))
             for name, (kind, _, _) in RUNS.items():
                 summary = train_run(cfg, task, name, seed, data[kind])
