@@ -73,6 +73,28 @@ def test_replay_fifo_by_episodes_keeps_offline_and_mixes(tmp_path: Path) -> None
     assert replay.num_online_episodes == 12
 
 
+def test_replay_pinned_to_a_shard_count_and_resume_without_truncation(tmp_path: Path) -> None:
+    """Asynchronous collection: the learner decides when the window moves (the same shards in every
+    process), and a resume keeps what the collectors appended after the checkpoint."""
+    replay = ReplayStore(tmp_path / "on", None, capacity=100, follow=False)
+    writer = EpisodeStore(tmp_path / "on")  # a collector
+    writer.append([_ep("a", "online:c0")])
+    with pytest.raises(ValueError, match="replay is empty"):
+        replay.sample(2, np.random.default_rng(0))  # not followed until refresh
+    writer.append([_ep("b", "online:c0")])
+    assert replay.refresh(max_shards=1) and replay.num_online_episodes == 1
+    assert not replay.refresh(max_shards=1)
+    assert {s.prompt for s in replay.sample(4, np.random.default_rng(0))} == {"a/0"}
+    state = replay.state_dict()
+    writer.append([_ep("c", "online:c1")])
+    kept = ReplayStore(tmp_path / "on", None, capacity=100, follow=False)
+    kept.load_state_dict(state, truncate=False)
+    assert kept.num_online_episodes == 3 and replay.refresh() and replay.num_online_episodes == 3
+    rolled = ReplayStore(tmp_path / "on", None, capacity=100)
+    rolled.load_state_dict(state)  # synchronous rounds: back to the checkpoint, redone on resume
+    assert rolled.num_online_episodes == 1 and writer.num_episodes == 1
+
+
 def test_online_only_replay(tmp_path: Path) -> None:
     replay = ReplayStore(tmp_path / "on", None, capacity=2)
     with pytest.raises(ValueError, match="replay is empty"):

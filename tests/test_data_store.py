@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -17,7 +18,7 @@ from typer.testing import CliRunner
 
 from vlmq.cli import app
 from vlmq.data.schema import SCHEMA_VERSION, DataError, Episode, Turn, arrow_schema, decode_png, encode_png
-from vlmq.data.store import EpisodeStore, write_dataset
+from vlmq.data.store import STALE_TEMP_S, EpisodeStore, write_dataset
 
 
 def _ep(eid: str, n: int = 2) -> Episode:
@@ -72,11 +73,15 @@ def test_other_schema_version_and_wrong_columns(tmp_path: Path) -> None:
 
 def test_temp_files_are_invisible_and_cleaned(tmp_path: Path) -> None:
     store = write_dataset(tmp_path / "ds", [_ep("e0")])
-    leftover = tmp_path / "ds" / ".shard-00001.parquet.abc123.tmp"
+    leftover = tmp_path / "ds" / ".shard.abc123.tmp"
     leftover.write_bytes(b"half a shard")  # what a writer killed mid-append leaves
+    fresh = tmp_path / "ds" / ".shard.def456.tmp"
+    fresh.write_bytes(b"another writer's shard in progress")
+    old = time.time() - STALE_TEMP_S - 1
+    os.utime(leftover, (old, old))
     assert store.num_episodes == 1 and len(store.shards()) == 1
     store.append([_ep("e1")])
-    assert not leftover.exists()
+    assert not leftover.exists() and fresh.exists()  # a recent one may belong to a live writer
     assert [e.episode_id for e in store.iter_episodes()] == ["e0", "e1"]
     assert store.stats()["episodes"] == 2 and len(store) == 2
     with pytest.raises(ValueError, match="no turns"):
@@ -105,7 +110,7 @@ WRITER = textwrap.dedent(
         for j in range(10):
             turns = [Turn(img, "o", "p", "r", "a", True, 1.0) for _ in range(2)]
             turns[-1].terminated = True
-            eps.append(Episode(f"s{k}e{j}", "x/y", "random", k, turns))
+            eps.append(Episode(f"{sys.argv[3]}s{k}e{j}", "x/y", "random", k, turns))
         store.append(eps)
     """
 )
@@ -114,7 +119,7 @@ WRITER = textwrap.dedent(
 def test_readers_see_whole_shards_while_the_store_grows(tmp_path: Path) -> None:
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
-    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "ds"), "40"])
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "ds"), "40", "w"])
     counts = []
     try:
         deadline = time.time() + 30
@@ -129,6 +134,21 @@ def test_readers_see_whole_shards_while_the_store_grows(tmp_path: Path) -> None:
     assert proc.returncode == 0
     assert all(c % 10 == 0 for c in counts) and counts == sorted(counts)
     assert EpisodeStore(tmp_path / "ds").num_episodes == 400
+
+
+def test_concurrent_writers_each_get_their_own_shards(tmp_path: Path) -> None:
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    EpisodeStore(tmp_path / "ds", create=True)
+    procs = [
+        subprocess.Popen([sys.executable, str(script), str(tmp_path / "ds"), "20", name]) for name in "abc"
+    ]
+    assert [p.wait(timeout=60) for p in procs] == [0, 0, 0]
+    store = EpisodeStore(tmp_path / "ds")
+    assert len(store.shards()) == 60  # numbered without gaps (checked), none overwritten
+    ids = [e.episode_id for e in store.iter_episodes()]
+    assert len(ids) == len(set(ids)) == 600
+    assert not list((tmp_path / "ds").glob(".*.tmp"))
 
 
 def test_cli_reports_a_corrupted_shard_in_one_line(tmp_path: Path) -> None:

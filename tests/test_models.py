@@ -181,6 +181,19 @@ def test_save_load_round_trip_bit_for_bit(tiny_dirs: dict[str, Path], arch: str,
         assert torch.equal(pol2.actor_logits(h2), logits)
         assert torch.equal(pol2.critic_q(h2), q)
         assert torch.equal(pol2.target_q(h2), qt)
+    # a collector's way: the same base loaded once, then the published weights loaded into it
+    pol3 = _load(tiny_dirs, arch, lora_r=4, critic_init_std=0.02).eval()
+    with torch.no_grad():
+        assert not torch.equal(pol3.critic_q(pol3.hidden(batch)), q)
+    pol3.load_weights(tmp_path / "pol")
+    with torch.no_grad():
+        h3 = pol3.hidden(pol3.encode(_images(2), PROMPTS[:2], RESPONSES[:2]))
+        assert torch.equal(pol3.actor_logits(h3), logits) and torch.equal(pol3.critic_q(h3), q)
+        assert torch.equal(pol3.target_q(h3), qt)
+    with pytest.raises(ValueError, match="another base or shape"):
+        _load(tiny_dirs, arch, lora_r=8).load_weights(tmp_path / "pol")
+    with pytest.raises(FileNotFoundError, match="not a saved vlmq policy"):
+        pol3.load_weights(tmp_path)
 
 
 @pytest.mark.parametrize("arch", ARCHS)

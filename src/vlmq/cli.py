@@ -291,6 +291,15 @@ def train(
     online_steps: int = typer.Option(50, help="Optimizer steps per online round."),
     num_envs: int = typer.Option(4, help="Parallel environments for collection and evaluation."),
     temperature: float = typer.Option(1.0, help="Sampling temperature for online collection."),
+    online_mode: str = typer.Option(
+        "sync", help="sync: collect, then train, per round; async: collectors overlap the learner."
+    ),
+    collectors: int = typer.Option(
+        1, min=0, help="async: collector processes started here (more: `vlmq collect-online RUN`)."
+    ),
+    critic_init_bias: float = typer.Option(
+        None, help="Initial Q-value of every token (default: the offline data's mean return)."
+    ),
     eval_every: int = typer.Option(100, help="Evaluate every N steps (0 = only at the end)."),
     eval_episodes: int = typer.Option(20, help="Episodes per evaluation."),
     checkpoint_every: int = typer.Option(50, help="Checkpoint every N steps."),
@@ -329,6 +338,8 @@ def train(
             _fail(f"--target must be polyak or online, not {target!r}")
         if data is None and not online:
             _fail("give --data (offline) and/or --online")
+        if online_mode not in ("sync", "async"):
+            _fail(f"--online-mode must be sync or async, not {online_mode!r}")
         run = out or Path("runs") / f"{env.replace('/', '-')}-{filter}-seed{seed}"
         cfg = TrainConfig(
             env=env, model=model, data=data, out=str(run), seed=seed,
@@ -338,6 +349,7 @@ def train(
             eval_every=eval_every, eval_episodes=eval_episodes, checkpoint_every=checkpoint_every,
             online=online, online_rounds=online_rounds, online_episodes=online_episodes,
             online_steps=online_steps, num_envs=num_envs, temperature=temperature, device=device,
+            online_mode=online_mode, collectors=collectors, critic_init_bias=critic_init_bias,  # type: ignore[arg-type]
         )  # fmt: skip
     try:
         summary = run_training(cfg, resume=resume is not None, show_progress=not quiet)
@@ -399,6 +411,26 @@ def plot(
         typer.echo(str(plot_runs(runs, out)))
     except ValueError as e:
         _fail(str(e))
+
+
+@app.command("collect-online")
+def collect_online_cmd(
+    run: Path = typer.Argument(..., help="Run folder of a `vlmq train --online --online-mode async` run."),
+    collector_id: int = typer.Option(
+        0, "--id", min=0, help="This collector's number (unique per run: its seeds and log)."
+    ),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
+    rounds: int = typer.Option(None, min=1, help="Stop after this many rounds (default: when the run ends)."),
+) -> None:
+    """Collect online episodes for a run with its newest published weights, round after round, until
+    the learner finishes (asynchronous collection; also from other machines sharing the run folder)."""
+    from vlmq.train.collector import run_collector
+
+    try:
+        n = run_collector(run, collector_id, device=device, max_rounds=rounds)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    typer.echo(f"collector {collector_id}: {n} round(s) collected into {run / 'replay'}")
 
 
 @app.command()

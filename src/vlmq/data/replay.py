@@ -5,7 +5,8 @@ Online episodes are appended atomically to their own store (one shard per collec
 newest ``capacity`` of them form the FIFO window that batches sample from (older ones stay on disk as
 a record of the run but are never sampled again, and are not held in memory). Each batch takes
 ``round(online_fraction * n)`` of its turns uniformly from the window (once it holds any) and the
-rest from the offline stream. The window follows the online store as it grows on disk.
+rest from the offline stream. The window follows the online store as it grows on disk (also when
+other processes append to it: asynchronous collectors); only shards it has not read yet are read.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class ReplayStore:
         online_fraction: float = 0.5,
         seed: int = 0,
         buffer_turns: int = 2048,
+        follow: bool = True,
     ) -> None:
         if offline is None and online_fraction < 1.0:
             online_fraction = 1.0
@@ -42,38 +44,52 @@ class ReplayStore:
         self.capacity = capacity
         self.online_fraction = online_fraction
         self.seed = seed
+        self.follow = follow
+        """Re-list the online store before every :meth:`sample` (off: only on :meth:`refresh`)."""
         self._window: list[tuple[str, list[TurnSample]]] = []  # (shard name, samples) newest last
         self._episodes_in_window = 0
         self._seen: list[str] = []  # online shard names the window was built from
+        self._cache: dict[str, list[tuple[str, list[TurnSample]]]] = {}  # shard name -> its episodes
         self.reload()
 
     # ------------------------------------------------------------------ online FIFO
-    def reload(self) -> None:
-        """(Re)read the newest ``capacity`` online episodes from disk."""
+    def reload(self, max_shards: int | None = None) -> None:
+        """(Re)build the window from the newest ``capacity`` online episodes on disk, among the first
+        ``max_shards`` shards if given (every process of a data-parallel run then sees the same ones).
+        Shards already read are not read again."""
         window: list[tuple[str, list[TurnSample]]] = []
         count = 0
-        shards = self.online.shards()
+        shards = self.online.shards()[:max_shards]
         for i in range(len(shards) - 1, -1, -1):
             if count >= self.capacity:
                 break
-            rows = self.online.read_shard(shards[i], SAMPLE_COLUMNS)
-            eps = list(dict.fromkeys(r["episode_id"] for r in rows))  # append order within the shard
-            room = self.capacity - count
-            if len(eps) > room:  # keep only the newest `room` episodes of this shard
-                keep = set(eps[-room:])
-                rows = [r for r in rows if r["episode_id"] in keep]
-                eps = eps[-room:]
-            window.insert(0, (shards[i].name, samples_from_rows(rows, where=str(shards[i]))))
-            count += len(eps)
+            episodes = self._read_episodes(shards[i])
+            kept = episodes[-(self.capacity - count) :]  # the newest episodes of this shard
+            window.insert(0, (shards[i].name, [s for _, samples in kept for s in samples]))
+            count += len(kept)
         self._window = window
         self._episodes_in_window = count
         self._seen = [p.name for p in shards]
+        self._cache = {k: v for k, v in self._cache.items() if k in {n for n, _ in window}}
 
-    def refresh(self) -> bool:
+    def _read_episodes(self, shard: Path) -> list[tuple[str, list[TurnSample]]]:
+        """The (episode id, turn samples) of one online shard, in append order (cached by name)."""
+        if shard.name not in self._cache:
+            rows = self.online.read_shard(shard, SAMPLE_COLUMNS)
+            by_episode: dict[str, list[dict[str, Any]]] = {}
+            for r in rows:
+                by_episode.setdefault(r["episode_id"], []).append(r)
+            self._cache[shard.name] = [
+                (ep, samples_from_rows(ep_rows, where=str(shard))) for ep, ep_rows in by_episode.items()
+            ]
+        return self._cache[shard.name]
+
+    def refresh(self, max_shards: int | None = None) -> bool:
         """Reload the window if online shards were appended (e.g. by another process) since the last
-        read; returns whether it did."""
-        if [p.name for p in self.online.shards()] != self._seen:
-            self.reload()
+        read (up to ``max_shards`` of them if given); returns whether it did."""
+        names = [p.name for p in self.online.shards()[:max_shards]]
+        if names != self._seen:
+            self.reload(max_shards)
             return True
         return False
 
@@ -104,7 +120,8 @@ class ReplayStore:
     def sample(self, n: int, rng: np.random.Generator) -> list[TurnSample]:
         """``n`` turns: ``round(online_fraction * n)`` uniformly from the online window (if any), the
         rest from the offline stream (or also online when there is no offline data)."""
-        self.refresh()
+        if self.follow:
+            self.refresh()
         online = self.online_samples()
         n_on = round(self.online_fraction * n) if online else 0
         if self.offline_stream is None:
@@ -120,10 +137,15 @@ class ReplayStore:
     def state_dict(self) -> dict[str, Any]:
         return {
             "offline": self.offline_stream.state_dict() if self.offline_stream else None,
-            "online_shards": self.num_online_shards,
+            "online_shards": len(self._seen),  # the shards the window was built from
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], truncate: bool = True) -> None:
+        """Restore the offline cursor; with ``truncate``, also roll the online store back to the
+        checkpoint (without: keep episodes appended since, e.g. by asynchronous collectors)."""
         if self.offline_stream is not None and state.get("offline"):
             self.offline_stream.load_state_dict(state["offline"])
-        self.truncate_online(int(state.get("online_shards", 0)))
+        if truncate:
+            self.truncate_online(int(state.get("online_shards", 0)))
+        else:
+            self.reload()

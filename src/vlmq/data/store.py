@@ -1,11 +1,13 @@
 """A dataset folder of Parquet shards, appended atomically and read shard by shard.
 
 Layout: ``meta.json`` and ``shard-00000.parquet``, ``shard-00001.parquet``, ... Each ``append`` writes
-one shard under a temporary name (``.shard-00003.parquet.<random>.tmp``), fsyncs it, renames it into
-place and fsyncs the folder, so readers (also while the store grows) only ever see complete shards,
-and a ``kill -9`` at any moment leaves every fully written episode and no partial one. An episode
-never spans two shards. A store has one writer at a time; the next ``append`` removes the temporary
-file a killed writer left behind.
+one shard under a temporary name (``.shard.<random>.tmp``), fsyncs it, links it into place under the
+next free shard number and fsyncs the folder, so readers (also while the store grows) only ever see
+complete shards, and a ``kill -9`` at any moment leaves every fully written episode and no partial one.
+An episode never spans two shards. Several processes may append to one store at once (e.g. online
+collectors, also on other machines sharing the folder): a hard link never replaces an existing file,
+so each shard number goes to exactly one writer. An ``append`` removes temporary files that a killed
+writer left behind more than :data:`STALE_TEMP_S` seconds ago.
 
 Every problem with the data on disk is a :class:`~vlmq.data.schema.DataError` whose one-line message
 names the file: missing folder or shard, truncated or corrupted Parquet, another schema version,
@@ -14,8 +16,12 @@ wrong columns, an image that does not decode.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import tempfile
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -25,10 +31,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vlmq.data.schema import SCHEMA_VERSION, DataError, Episode, arrow_schema, check_schema
-from vlmq.utils.io import atomic_write, atomic_write_json
+from vlmq.utils.io import atomic_write_json, fsync_dir
 
 _SHARD = re.compile(r"^shard-(\d{5,})\.parquet$")
-_TEMP = re.compile(r"^\.shard-\d{5,}\.parquet\..*\.tmp$")
+_TEMP = re.compile(r"^\.shard.*\.tmp$")
+STALE_TEMP_S = 600.0
+"""Age after which a temporary shard file counts as left behind by a killed writer."""
 _READ_ERRORS = (pa.ArrowException, OSError, ValueError)
 
 Row = dict[str, Any]
@@ -71,14 +79,42 @@ class EpisodeStore:
         if not rows:
             return None
         table = pa.Table.from_pylist(list(rows), schema=arrow_schema())
+        now = time.time()
         for tmp in self.path.iterdir():  # leftovers of a writer killed mid-append
             if _TEMP.match(tmp.name):
-                tmp.unlink(missing_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    if now - tmp.stat().st_mtime > STALE_TEMP_S:
+                        tmp.unlink(missing_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".shard.", suffix=".tmp", dir=self.path)
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            pq.write_table(table, tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            target = self._claim(tmp)
+            fsync_dir(self.path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return target
+
+    def _claim(self, tmp: Path) -> Path:
+        """Put the complete file ``tmp`` in place as the next free shard number and return that path."""
         existing = self.shards(check=False)
         index = _index(existing[-1]) + 1 if existing else 0
-        target = self.path / f"shard-{index:05d}.parquet"
-        atomic_write(target, lambda tmp: pq.write_table(table, tmp))
-        return target
+        while True:
+            target = self.path / f"shard-{index:05d}.parquet"
+            try:
+                os.link(tmp, target)  # fails if another writer took this number meanwhile
+                return target
+            except FileExistsError:
+                index += 1
+            except OSError:  # a file system without hard links: one writer at a time
+                if target.exists():
+                    index += 1
+                    continue
+                os.replace(tmp, target)
+                return target
 
     # ------------------------------------------------------------------ reading
     def shards(self, check: bool = True) -> list[Path]:

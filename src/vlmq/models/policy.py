@@ -288,6 +288,26 @@ class Policy(nn.Module):
         self.critic_head.load_state_dict(critic)
         self.target_head.load_state_dict(target or critic)
 
+    def load_weights(self, directory: str | os.PathLike[str]) -> None:
+        """Replace the adapters and heads with those of a saved policy folder (:meth:`save`) of the
+        same base and LoRA shape, without reloading the base model: how a collector follows the
+        learner's published weights."""
+        from peft import load_peft_weights, set_peft_model_state_dict
+
+        path = Path(directory)
+        if not (path / POLICY_CONFIG).is_file():
+            raise FileNotFoundError(f"{path}: not a saved vlmq policy (no {POLICY_CONFIG})")
+        saved = PolicyConfig.from_dict(json.loads((path / POLICY_CONFIG).read_text())["config"])
+        mine = {k: getattr(self.config, k) for k in ("base_model", *_ADAPTER_FIELDS)}
+        theirs = {k: getattr(saved, k) for k in mine}
+        if mine != theirs:
+            raise ValueError(f"{path}: adapters of another base or shape ({theirs} vs {mine})")
+        result = set_peft_model_state_dict(self.model, load_peft_weights(str(path), device=str(self.device)))
+        if getattr(result, "unexpected_keys", None):
+            raise ValueError(f"{path}: unexpected adapter weights {result.unexpected_keys[:3]}")
+        self.load_heads(path / HEADS_FILE)
+        self.clear_feature_cache()
+
     # ------------------------------------------------------------------ saving
     def _heads_state(self) -> dict[str, torch.Tensor]:
         sd = {f"critic.{k}": v for k, v in self.critic_head.state_dict().items()}

@@ -95,6 +95,17 @@ class TrainConfig:
     """Online episodes kept (FIFO); offline episodes are never evicted."""
     online_fraction: float = 0.5
     """Share of each batch drawn from online episodes once there are some."""
+    online_mode: Literal["sync", "async"] = "sync"
+    """``sync``: each round the learner collects ``online_episodes`` with its current weights, then
+    trains ``online_steps`` steps (reproducible; a resumed run redoes the round). ``async``: collector
+    processes collect continuously with the newest published weights (a checkpoint every
+    ``online_steps`` steps) while the learner trains without pause on what has arrived
+    (:mod:`vlmq.train.collector`); ``online_rounds * online_steps`` steps in all."""
+    collectors: int = 1
+    """Collector processes the learner starts in ``async`` mode on its machine (0: none; collectors
+    started with ``vlmq collect-online RUN``, e.g. on other machines, feed it)."""
+    collector_device: str = "auto"
+    """Device of the local collectors (``auto``: CUDA if available)."""
 
     device: str = "auto"
     """``auto`` (CUDA if available), ``cpu``, ``cuda``, ``cuda:N``. With several processes each uses its

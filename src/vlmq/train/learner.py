@@ -10,6 +10,11 @@ the same global micro-batch from the same seeded stream and trains on its own sh
 gradients are averaged across processes, so all of them hold the same weights. The main process alone
 logs, evaluates, collects online episodes and writes checkpoints while the others wait at a barrier;
 on resume every process loads the same checkpoint.
+
+Online, ``cfg.online_mode`` chooses between synchronous rounds (collect with the current weights, then
+train) and asynchronous collection (:mod:`vlmq.train.collector`: collector processes follow the
+published checkpoints and append to the replay store while the learner trains; every process of the
+learner moves its replay window to the shards the main process has seen, at every step).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator, DistributedType
-from accelerate.utils import InitProcessGroupKwargs, gather_object
+from accelerate.utils import InitProcessGroupKwargs, broadcast_object_list, gather_object
 
 from vlmq.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, set_rng_state
 from vlmq.train.config import TrainConfig
@@ -103,7 +108,12 @@ class TrainData:
         self.num_processes = num_processes
         offline = EpisodeStore(cfg.data) if cfg.data else None
         self.replay = ReplayStore(
-            run_dir / "replay", offline, cfg.replay_capacity, cfg.online_fraction, seed=cfg.seed
+            run_dir / "replay",
+            offline,
+            cfg.replay_capacity,
+            cfg.online_fraction,
+            seed=cfg.seed,
+            follow=cfg.online_mode == "sync",  # async: the learner moves the window (same in all processes)
         )
         self.rng = np.random.default_rng([cfg.seed, 1])
 
@@ -150,7 +160,8 @@ class TrainData:
         return {"replay": self.replay.state_dict(), "rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.replay.load_state_dict(state["replay"])
+        # synchronous rounds are redone after a resume; asynchronous collectors' episodes are kept
+        self.replay.load_state_dict(state["replay"], truncate=self.cfg.online_mode == "sync")
         self.rng.bit_generator.state = state["rng"]
 
 
@@ -197,6 +208,10 @@ class Learner:
         self.logger = RunLogger(self.run_dir, enabled=self.is_main)
         self.step = 0
         self.online_round = 0
+        self.last_saved = -1
+        self.collector_procs: list[Any] = []
+        self.collector_logs: Any = None
+        self.async_started = False
         self.history: list[dict[str, Any]] = []
         state = load_trainer_state(ckpt) if ckpt is not None else None
         # the main process rolls the replay back to the checkpoint before the others read it
@@ -208,6 +223,7 @@ class Learner:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             self.step = int(state["step"])
+            self.last_saved = self.step
             self.online_round = int(state.get("online_round", 0))
             self.history = list(state.get("history", []))
             set_rng_state(state["rng"])
@@ -344,7 +360,9 @@ class Learner:
             self._on_main(self.evaluate)  # the starting point of the learning curve
         try:
             while self.step < cfg.total_steps:
-                if cfg.online and self.step >= cfg.steps:
+                if cfg.online and self.step >= cfg.steps and cfg.online_mode == "async":
+                    self._async_online()
+                elif cfg.online and self.step >= cfg.steps:
                     round_idx = (self.step - cfg.steps) // cfg.online_steps
                     if round_idx >= self.online_round:
                         self._on_main(self._collect_online, round_idx)
@@ -364,6 +382,12 @@ class Learner:
                     self._on_main(self.save)
         finally:
             bar.close()
+            if self.collector_procs:
+                from vlmq.train.collector import stop_collectors
+
+                stop_collectors(self.collector_procs)
+        if self.async_started and self.is_main:
+            self._log_collectors()
         summary = self.summary(time.time() - t0)
         if self.is_main:
             atomic_write_json(self.run_dir / "summary.json", summary)
@@ -387,7 +411,57 @@ class Learner:
         self.logger.scalars(self.step, stats, prefix="online/")
         self.logger.text(self.step, "online/samples", samples)
 
+    # ------------------------------------------------------------------ asynchronous collection
+    def _async_online(self) -> None:
+        """Start the collectors when the online phase starts (publishing the weights first), publish
+        every ``online_steps`` steps, and move every process's replay window to the same shards."""
+        if not self.async_started:
+            self._on_main(self._start_collectors)
+            self.async_started = True
+        elif (self.step - self.cfg.steps) % self.cfg.online_steps == 0:
+            self._on_main(self._publish)
+        n = [len(self.data.replay.online.shards()) if self.is_main else 0]
+        if self.accelerator.num_processes > 1:
+            n = broadcast_object_list(n)
+        self.data.replay.refresh(max_shards=n[0])
+
+    def _start_collectors(self) -> None:
+        from vlmq.train.collector import CollectorLogs, start_collectors
+
+        cfg = self.cfg
+        self.collector_logs = CollectorLogs(self.run_dir)
+        self.collector_logs.new_rounds()  # rounds before a resume were logged by the killed run
+        if self.last_saved != self.step:
+            self.save()  # the collectors' first weights
+        if cfg.collectors > 0:
+            self.collector_procs = start_collectors(self.run_dir, cfg.collectors, cfg.collector_device)
+        if cfg.collectors == 0:
+            print(f"waiting for online episodes: start collectors with `vlmq collect-online {self.run_dir}`")
+        while not self.data.replay.online.shards():
+            codes = [p.poll() for p in self.collector_procs]
+            if codes and all(c is not None for c in codes):
+                raise RuntimeError(
+                    f"all {len(codes)} collectors exited (codes {codes}) before their first episodes; "
+                    f"see {self.run_dir / 'collectors'}/*.log"
+                )
+            time.sleep(0.2)
+
+    def _publish(self) -> None:
+        if self.last_saved != self.step:
+            self.save()
+        self._log_collectors()
+
+    def _log_collectors(self) -> None:
+        """Log the collectors' rounds recorded since the last call (``online/*`` at this step)."""
+        from vlmq.train.collector import CollectorLogs
+
+        stats = CollectorLogs.summarize(self.collector_logs.new_rounds(), self.step)
+        if stats:
+            stats["replay_online_episodes"] = float(self.data.replay.num_online_episodes)
+            self.logger.scalars(self.step, stats, prefix="online/")
+
     def save(self) -> Path:
+        self.last_saved = self.step
         state = {
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -405,6 +479,7 @@ class Learner:
             "filter": self.cfg.loss.filter,
             "steps": self.step,
             "online": self.cfg.online,
+            "online_mode": self.cfg.online_mode,
             "final_eval": last,
             "evals": self.history,
             "wall_time_s": round(wall_s, 1),
