@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from vlmq.cli import app
 from vlmq.train.checkpoint import latest_checkpoint
 from vlmq.train.config import TrainConfig
 from vlmq.train.learner import Learner, TrainingDiverged
+from vlmq.train.logger import read_metrics
 
 
 @pytest.mark.slow
@@ -206,3 +208,23 @@ def test_critic_starts_at_the_data_mean_return(tmp_path: Path, tiny_base: Path, 
     explicit = Learner(TrainConfig(**{**cfg.to_dict(), "out": str(tmp_path / "r2"), "critic_init_bias": -0.5,
                                       "loss": cfg.loss}), show_progress=False)  # fmt: skip
     assert torch.all(explicit.policy.critic_head.bias == -0.5)
+
+
+def test_bfloat16_backbone_with_float32_adapters_and_heads(
+    tmp_path: Path, tiny_base: Path, random_data: Path
+) -> None:
+    """The GPU setting (bf16 weights, gradient checkpointing), here on the CPU: trainable parts stay
+    float32 and the steps are finite."""
+    cfg = TrainConfig(env="gym_cards/NumberLine", model=str(tiny_base), out=str(tmp_path / "run"),
+                      data=str(random_data), steps=2, batch_size=2, eval_episodes=0, device="cpu",
+                      dtype="bfloat16", gradient_checkpointing=True)  # fmt: skip
+    learner = Learner(cfg, show_progress=False)
+    params = dict(learner.policy.named_parameters())
+    backbone = {p.dtype for n, p in params.items() if n.startswith("model.") and not p.requires_grad}
+    assert backbone == {torch.bfloat16}
+    assert {p.dtype for p in learner.policy.trainable_parameters()} == {torch.float32}
+    assert learner.policy.target_head.weight.dtype == torch.float32
+    summary = learner.run()
+    assert summary["steps"] == 2
+    losses = [r["train/loss"] for r in read_metrics(tmp_path / "run") if "train/loss" in r]
+    assert losses and all(math.isfinite(x) for x in losses)

@@ -300,6 +300,12 @@ def train(
     critic_init_bias: float = typer.Option(
         None, help="Initial Q-value of every token (default: the offline data's mean return)."
     ),
+    dtype: str = typer.Option(
+        None, help="Backbone weights: float32, bfloat16, float16 (default: bfloat16 on CUDA, else float32)."
+    ),
+    gradient_checkpointing: bool = typer.Option(
+        False, "--gradient-checkpointing", help="Recompute activations in backward (less GPU memory)."
+    ),
     eval_every: int = typer.Option(100, help="Evaluate every N steps (0 = only at the end)."),
     eval_episodes: int = typer.Option(20, help="Episodes per evaluation."),
     checkpoint_every: int = typer.Option(50, help="Checkpoint every N steps."),
@@ -340,6 +346,8 @@ def train(
             _fail("give --data (offline) and/or --online")
         if online_mode not in ("sync", "async"):
             _fail(f"--online-mode must be sync or async, not {online_mode!r}")
+        if dtype not in (None, "float32", "bfloat16", "float16"):
+            _fail(f"--dtype must be float32, bfloat16 or float16, not {dtype!r}")
         run = out or Path("runs") / f"{env.replace('/', '-')}-{filter}-seed{seed}"
         cfg = TrainConfig(
             env=env, model=model, data=data, out=str(run), seed=seed,
@@ -350,6 +358,7 @@ def train(
             online=online, online_rounds=online_rounds, online_episodes=online_episodes,
             online_steps=online_steps, num_envs=num_envs, temperature=temperature, device=device,
             online_mode=online_mode, collectors=collectors, critic_init_bias=critic_init_bias,  # type: ignore[arg-type]
+            dtype=dtype, gradient_checkpointing=gradient_checkpointing,
         )  # fmt: skip
     try:
         summary = run_training(cfg, resume=resume is not None, show_progress=not quiet)

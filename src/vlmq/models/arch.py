@@ -13,7 +13,7 @@ For every supported ``model_type`` an :class:`ArchSpec` says
 
 Supported: ``idefics3`` (SmolVLM v1), ``qwen2_vl``, ``qwen2_5_vl``, ``llava``. PaliGemma is not
 supported: its prefix-LM attention needs ``token_type_ids`` built from a ``suffix`` argument, which does
-not fit the prompt/response concatenation used here (see ``docs`` in the final report).
+not fit the prompt/response concatenation used here.
 """
 
 from __future__ import annotations

@@ -51,6 +51,11 @@ class TrainConfig:
     # policy (LoRA + heads)
     lora_r: int = 16
     lora_alpha: int = 32
+    dtype: str | None = None
+    """Dtype of the frozen backbone weights: ``float32``, ``bfloat16`` or ``float16``; ``None`` =
+    ``bfloat16`` on CUDA, ``float32`` on the CPU. LoRA adapters and the critic heads stay float32."""
+    gradient_checkpointing: bool = False
+    """Recompute the backbone's activations in the backward pass (less memory, about 30 % slower)."""
     critic_init_bias: float | None = None
     """Initial Q-value of every token (the critic head starts with zero weights and this bias).
     ``None``: the mean episode return of the offline data times ``loss.reward_scale`` (0 without

@@ -196,6 +196,8 @@ class Learner:
             lora_alpha=cfg.lora_alpha,
             max_new_tokens=cfg.max_new_tokens,
             critic_init_bias=self.critic_init_bias,
+            dtype=cfg.dtype or ("bfloat16" if self.device.type == "cuda" else "float32"),
+            gradient_checkpointing=cfg.gradient_checkpointing,
         )
         self.policy.to(self.device)
         if ckpt is None:
