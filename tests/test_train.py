@@ -123,13 +123,16 @@ def test_resume_after_sigkill_ends_where_an_uninterrupted_run_ends(
     # the replay holds the same online rounds (episodes after the checkpoint were rolled back)
     shards = sorted(p.name for p in (Path(cfg.out) / "replay").glob("shard-*.parquet"))
     assert shards == sorted(p.name for p in (Path(ref.out) / "replay").glob("shard-*.parquet"))
-    # and its log holds every record once, like the uninterrupted run's (no redone round twice)
-    from vlmq.train.logger import read_metrics
-
+    # and its logs hold every record once, like the uninterrupted run's (no redone round twice)
     def records(run: str) -> list[tuple[int, tuple[str, ...]]]:
         return sorted((r["step"], tuple(sorted(r))) for r in read_metrics(Path(run)))
 
     assert records(cfg.out) == records(ref.out)
+
+    def sections(run: str) -> list[str]:
+        return [x for x in (Path(run) / "samples.txt").read_text().splitlines() if x.startswith("## step")]
+
+    assert sections(cfg.out) == sections(ref.out) and len(sections(ref.out)) == 2  # the online rounds
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
@@ -228,3 +231,22 @@ def test_bfloat16_backbone_with_float32_adapters_and_heads(
     assert summary["steps"] == 2
     losses = [r["train/loss"] for r in read_metrics(tmp_path / "run") if "train/loss" in r]
     assert losses and all(math.isfinite(x) for x in losses)
+
+
+def test_logger_truncate_drops_what_a_resume_redoes(tmp_path: Path) -> None:
+    from vlmq.train.logger import RunLogger
+
+    log = RunLogger(tmp_path, enabled=True)
+    for step in (2, 4, 6):
+        log.scalars(step, {"loss": 1.0}, prefix="train/")
+        log.text(step, "eval/samples", ["'## step 9 x' -> ''"])  # a sample that looks like a header
+    log.scalars(4, {"episodes": 3.0}, prefix="online/")
+    log.text(4, "online/samples", ["a", "b"])
+    log.truncate(4)  # resumed from the checkpoint at step 4, saved before that step's online round
+    assert [(r["step"], sorted(r)) for r in read_metrics(tmp_path)] == [
+        (2, ["step", "train/loss"]),
+        (4, ["step", "train/loss"]),
+    ]
+    text = (tmp_path / "samples.txt").read_text()
+    assert text == "## step 2 eval/samples\n'## step 9 x' -> ''\n## step 4 eval/samples\n'## step 9 x' -> ''\n"
+    log.close()

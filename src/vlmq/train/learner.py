@@ -229,8 +229,7 @@ class Learner:
             self.online_round = int(state.get("online_round", 0))
             self.history = list(state.get("history", []))
             set_rng_state(state["rng"])
-            if self.is_main:
-                self._truncate_metrics(self.step)
+            self.logger.truncate(self.step)
         # `model` is the policy as the accelerator wraps it (DDP): training passes go through it.
         # The scheduler is not prepared: accelerate would step it once per process.
         self.model, self.optimizer = self.accelerator.prepare(self.policy, self.optimizer)
@@ -239,23 +238,6 @@ class Learner:
     def _make_data(self) -> TrainData:
         acc = self.accelerator
         return TrainData(self.cfg, self.policy, self.run_dir, acc.process_index, acc.num_processes)
-
-    def _truncate_metrics(self, step: int) -> None:
-        """Drop log records written after the checkpoint we resume from (they will be redone): later
-        steps, and an online round logged at the checkpoint's own step (collected after the save)."""
-        import json
-
-        from vlmq.train.logger import read_metrics
-        from vlmq.utils.io import atomic_write_text
-
-        path = self.run_dir / "metrics.jsonl"
-        if path.is_file():
-            keep = [
-                r
-                for r in read_metrics(self.run_dir)
-                if r["step"] < step or (r["step"] == step and not any(k.startswith("online/") for k in r))
-            ]
-            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
 
     # ------------------------------------------------------------------ one optimizer step
     def train_step(self) -> dict[str, float]:

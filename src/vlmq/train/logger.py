@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
+
+_SECTION = re.compile(r"^## step (\d+) (\S+)$")
 
 
 class RunLogger:
@@ -46,10 +49,36 @@ class RunLogger:
         if self._tb is not None:
             self._tb.add_text(tag, "\n\n".join(f"`{line}`" for line in lines), step)
 
+    def truncate(self, step: int) -> None:
+        """Drop what was logged after a checkpoint at ``step`` that a resumed run redoes: records and
+        samples of later steps, and online ones of ``step`` itself (collected after the save)."""
+        from vlmq.utils.io import atomic_write_text
+
+        if not self.enabled:
+            return
+        path = self.run_dir / "metrics.jsonl"
+        if path.is_file():
+            keep = [r for r in read_metrics(self.run_dir) if _kept(r["step"], r, step)]
+            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
+        path = self.run_dir / "samples.txt"
+        if path.is_file():
+            out, keep = [], True
+            for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+                head = _SECTION.match(line)
+                if head:  # "## step N tag": a section of sample lines starts
+                    keep = _kept(int(head.group(1)), [head.group(2)], step)
+                if keep:
+                    out.append(line)
+            atomic_write_text(path, "".join(out))
+
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+
+
+def _kept(record_step: int, keys: Any, step: int) -> bool:
+    return record_step < step or (record_step == step and not any(k.startswith("online/") for k in keys))
 
 
 def _finite(v: float) -> float | None:
