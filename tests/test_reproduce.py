@@ -22,7 +22,8 @@ def test_aggregate_and_table() -> None:
     results = {"config": config, "tasks": {"x/Y": {"conditions": cond, "data": data}}}
     table = format_table(results)
     assert "| x/Y | 75 / 75 | 75 ± 25 (75) |" in table and "7 evaluation episodes" in table
-    assert table.count("|---") == 2 + len(cond)
+    assert table.count("|---") == 2 * (2 + len(cond))  # success and return tables
+    assert "| x/Y | 2.00 / 2.00 | 2.00 ± 1.00 |" in table and "a/B" not in table
 
 
 def test_offline_result_needs_an_evaluation_at_the_end_of_the_offline_phase(tmp_path: Path) -> None:
@@ -51,7 +52,7 @@ def test_reproduce_quick_writes_the_table(tmp_path: Path) -> None:
         assert online["online"] and online["steps"] == 4 + 2  # offline steps + one online round
     table = (out / "results.md").read_text()
     rows = [line.split(" | ")[0].removeprefix("| ") for line in table.splitlines()]
-    assert [t for t in rows if t in tasks] == tasks  # in the configured order
+    assert [t for t in rows if t in tasks] == tasks * 2  # in the configured order, in both tables
     assert table in r.output
     # a second call finds everything done and only rewrites the table
     r2 = CliRunner().invoke(app, ["reproduce", "--quick", "--out", str(out)])

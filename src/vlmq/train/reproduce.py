@@ -272,10 +272,11 @@ def curves(cfg: ReproduceConfig, task: str) -> Path:
 
 
 def format_table(results: dict[str, Any]) -> str:
-    """The Markdown table: success rate (%) mean ± std over seeds per task and condition, then the
-    valid-action rate, and the datasets' own success rates."""
+    """The Markdown tables: success rate (%) mean ± std over seeds per task and condition, with the
+    valid-action rate and the datasets' own success rates; then the mean return likewise."""
     cols = ("expert", *CONDITIONS)
     seeds = len(results["config"]["seeds"])
+    done = [t for t in results["config"]["tasks"] if t in results["tasks"]]
     lines = [
         f"Success rate (%), greedy, {results['config']['eval_episodes']} evaluation episodes per seed, "
         f"mean ± std over {seeds} seed(s); in brackets: valid-action rate (%).",
@@ -283,9 +284,7 @@ def format_table(results: dict[str, Any]) -> str:
         "| task | data random / noisy | " + " | ".join(cols) + " |",
         "|---|---|" + "---|" * len(cols),
     ]
-    for task in results["config"]["tasks"]:
-        if task not in results["tasks"]:
-            continue
+    for task in done:
         r = results["tasks"][task]
         d = r["data"]
         cells = [f"{100 * d['random']['success_rate']:.0f} / {100 * d['noisy']['success_rate']:.0f}"]
@@ -295,6 +294,21 @@ def format_table(results: dict[str, Any]) -> str:
                 f"{100 * m['success_rate']:.0f} ± {100 * m['success_rate_std']:.0f} "
                 f"({100 * m['valid_rate']:.0f})"
             )
+        lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Mean episode return, the same episodes, mean ± std over seeds.",
+        "",
+        "| task | data random / noisy | " + " | ".join(cols) + " |",
+        "|---|---|" + "---|" * len(cols),
+    ]
+    for task in done:
+        r = results["tasks"][task]
+        d = r["data"]
+        cells = [f"{d['random']['mean_return']:.2f} / {d['noisy']['mean_return']:.2f}"]
+        for c in cols:
+            m = r["conditions"][c]
+            cells.append(f"{m['mean_return']:.2f} ± {m['mean_return_std']:.2f}")
         lines.append(f"| {task} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
