@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from vlmq.cli import app
@@ -72,3 +73,13 @@ def test_collect_online_errors(tmp_path: Path, tiny_base: Path, random_data: Pat
     cfg.save(tmp_path / "offline" / "config.json")
     r = CliRunner().invoke(app, ["collect-online", str(tmp_path / "offline")])
     assert r.exit_code == 1 and "no online phase" in r.output
+
+
+def test_learner_stops_when_its_collectors_die(tmp_path: Path, tiny_base: Path, random_data: Path) -> None:
+    from vlmq.train.learner import CollectorsFailed
+
+    cfg = _cfg(tiny_base, random_data, tmp_path / "run", collectors=1)
+    cfg.collector_device = "no-such-device"  # every collector fails at start
+    with pytest.raises(CollectorsFailed, match=r"all 1 collectors exited .* before their first episodes"):
+        Learner(cfg, show_progress=False).run()
+    assert "no-such-device" in (tmp_path / "run" / "collectors" / "0.log").read_text()

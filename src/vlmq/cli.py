@@ -328,7 +328,7 @@ def train(
 
     from vlmq.algo.afsft import AFSFTConfig
     from vlmq.train.config import TrainConfig
-    from vlmq.train.learner import TrainingDiverged
+    from vlmq.train.learner import CollectorsFailed, TrainingDiverged
     from vlmq.train.learner import train as run_training
 
     if resume is not None:
@@ -362,7 +362,7 @@ def train(
         )  # fmt: skip
     try:
         summary = run_training(cfg, resume=resume is not None, show_progress=not quiet)
-    except (TrainingDiverged, FileExistsError, FileNotFoundError) as e:
+    except (TrainingDiverged, CollectorsFailed, FileExistsError, FileNotFoundError) as e:
         _fail(str(e))
     if not PartialState().is_main_process:
         return

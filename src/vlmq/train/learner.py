@@ -44,6 +44,10 @@ class TrainingDiverged(RuntimeError):
     """A non-finite loss or gradient: the run stops, its last good checkpoint stays."""
 
 
+class CollectorsFailed(RuntimeError):
+    """Every local collector process exited before delivering episodes (their logs say why)."""
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -419,12 +423,12 @@ class Learner:
             self.save()  # the collectors' first weights
         if cfg.collectors > 0:
             self.collector_procs = start_collectors(self.run_dir, cfg.collectors, cfg.collector_device)
-        if cfg.collectors == 0:
+        else:
             print(f"waiting for online episodes: start collectors with `vlmq collect-online {self.run_dir}`")
         while not self.data.replay.online.shards():
             codes = [p.poll() for p in self.collector_procs]
             if codes and all(c is not None for c in codes):
-                raise RuntimeError(
+                raise CollectorsFailed(
                     f"all {len(codes)} collectors exited (codes {codes}) before their first episodes; "
                     f"see {self.run_dir / 'collectors'}/*.log"
                 )
