@@ -19,6 +19,9 @@ Sections (each ratio's baseline is measured in the same run, interleaved, median
   (ratio to the single env) for Gym Cards NumberLine and MiniWoB++ click-button.
 - ``memory``: peak resident memory (and peak CUDA memory) of a process that loads the model and
   runs training steps, measured in a fresh subprocess.
+- ``online``: the online phase of a ``tiny`` NumberLine run (the same rounds, steps and episodes per
+  round) with synchronous rounds against asynchronous collection (one collector process beside the
+  learner): wall time and online episodes per second (collector start-up included).
 
 Writes ``benchmarks/results/suite.json`` and ``benchmarks/results/suite.md``.
 """
@@ -169,6 +172,36 @@ def load_policy(model: str, device: str, dtype: str) -> Any:
     return Policy.from_pretrained(model, dtype=dtype, device=device)
 
 
+# ----------------------------------------------------------------------------- online phase
+def bench_online(rounds: int, steps: int, episodes: int, device: str) -> dict[str, Any]:
+    """Sync vs async online phase of ``tiny`` on NumberLine (no offline steps, no evaluation)."""
+    from vlmq.data.collect import collect
+    from vlmq.data.store import EpisodeStore
+    from vlmq.train.config import TrainConfig
+    from vlmq.train.learner import train
+
+    out: dict[str, Any] = {"rounds": rounds, "steps_per_round": steps, "episodes_per_round": episodes}
+    with tempfile.TemporaryDirectory() as d:
+        data = Path(d) / "data"
+        collect("gym_cards/NumberLine", "random", 32, num_envs=4, out=data, show_progress=False)
+        for mode in ("sync", "async"):
+            cfg = TrainConfig(
+                env="gym_cards/NumberLine", model="tiny", data=str(data), out=str(Path(d) / mode), steps=0,
+                lr=1e-3, eval_every=0, eval_episodes=0, checkpoint_every=10**6, online=True,
+                online_mode=mode, collectors=1, collector_device=device, online_rounds=rounds,  # type: ignore[arg-type]
+                online_steps=steps, online_episodes=episodes, num_envs=4, max_new_tokens=16, device=device,
+            )  # fmt: skip
+            summary = train(cfg, show_progress=False)
+            n = EpisodeStore(Path(d) / mode / "replay").num_episodes
+            out[mode] = {"wall_s": summary["wall_time_s"], "online_episodes": n,
+                         "episodes_per_s": round(n / summary["wall_time_s"], 2)}  # fmt: skip
+    out["async_over_sync_wall"] = round(out["async"]["wall_s"] / out["sync"]["wall_s"], 3)
+    out["async_over_sync_episodes_per_s"] = round(
+        out["async"]["episodes_per_s"] / out["sync"]["episodes_per_s"], 3
+    )
+    return out
+
+
 # ----------------------------------------------------------------------------- report
 def markdown(res: dict[str, Any]) -> str:
     m = res["meta"]
@@ -194,6 +227,15 @@ def markdown(res: dict[str, Any]) -> str:
     for env_id, rows in envs["collection"].items():
         lines.append(f"| {env_id} | " + " | ".join(
             f"{r['episodes_per_s']} ({r['ratio']}x)" for r in rows.values()) + " |")  # fmt: skip
+    if res.get("online"):
+        o = res["online"]
+        lines += ["", f"| online phase, tiny NumberLine ({o['rounds']} x {o['steps_per_round']} steps, "
+                  f"{o['episodes_per_round']} episodes per round) | wall s | online episodes | episodes/s |",
+                  "|---|---|---|---|"]  # fmt: skip
+        for mode in ("sync", "async"):
+            r = o[mode]
+            lines.append(f"| {mode} | {r['wall_s']} | {r['online_episodes']} | {r['episodes_per_s']} |")
+        lines.append(f"| async / sync | {o['async_over_sync_wall']} | | {o['async_over_sync_episodes_per_s']} |")
     lines += ["", "| memory (2 AFSFT steps) | batch | peak RSS MiB | peak CUDA MiB |", "|---|---|---|---|"]
     for name, r in res["memory"].items():
         cuda = f"{r['peak_cuda_mib']:.0f}" if r["peak_cuda_mib"] is not None else "-"
@@ -213,6 +255,10 @@ def main() -> None:
     ap.add_argument("--miniwob-episodes", type=int, default=60)
     ap.add_argument("--workers", default="1,2,4")
     ap.add_argument("--skip-envs", action="store_true")
+    ap.add_argument("--skip-online", action="store_true")
+    ap.add_argument("--online-rounds", type=int, default=4)
+    ap.add_argument("--online-steps", type=int, default=25)
+    ap.add_argument("--online-episodes", type=int, default=16)
     ap.add_argument("--out", type=Path, default=RESULTS / "suite.json")
     args = ap.parse_args()
     t0 = time.time()
@@ -231,6 +277,9 @@ def main() -> None:
     if not args.skip_envs:
         res["envs"] = bench_envs(args.episodes, args.miniwob_episodes, [int(w) for w in args.workers.split(",")])
         print(f"[envs] {json.dumps(res['envs'])}", flush=True)
+    if not args.skip_online:
+        res["online"] = bench_online(args.online_rounds, args.online_steps, args.online_episodes, args.device)
+        print(f"[online] {json.dumps(res['online'])}", flush=True)
     res["meta"] = {
         "machine": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
         "device": args.device, "dtype": args.dtype, "threads": torch.get_num_threads(),
