@@ -19,11 +19,11 @@ def test_aggregate_and_table() -> None:
     cond = {c: agg for c in ("expert", *CONDITIONS)}
     data = {"random": agg, "noisy": agg}
     config = {"seeds": [0, 1], "eval_episodes": 7, "tasks": ["x/Y", "a/B"]}
-    results = {"config": config, "tasks": {"x/Y": {"conditions": cond, "data": data}}}
+    results = {"config": config, "tasks": {"x/Y": {"conditions": cond, "data": data, "seeds": [0, 1]}}}
     table = format_table(results)
-    assert "| x/Y | 75 / 75 | 75 ± 25 (75) |" in table and "7 evaluation episodes" in table
-    assert table.count("|---") == 2 * (2 + len(cond))  # success and return tables
-    assert "| x/Y | 2.00 / 2.00 | 2.00 ± 1.00 |" in table and "a/B" not in table
+    assert "| x/Y | 2 | 75 / 75 | 75 ± 25 (75) |" in table and "7 evaluation episodes" in table
+    assert table.count("|---") == 2 * (3 + len(cond))  # success and return tables
+    assert "| x/Y | 2 | 2.00 / 2.00 | 2.00 ± 1.00 |" in table and "a/B" not in table
 
 
 def test_offline_result_needs_an_evaluation_at_the_end_of_the_offline_phase(tmp_path: Path) -> None:
@@ -57,3 +57,8 @@ def test_reproduce_quick_writes_the_table(tmp_path: Path) -> None:
     # a second call finds everything done and only rewrites the table
     r2 = CliRunner().invoke(app, ["reproduce", "--quick", "--out", str(out)])
     assert r2.exit_code == 0 and "training" not in r2.output
+    # --report: tables from finished seeds only (a task whose run is unfinished drops out)
+    (out / "runs" / "miniwob-click-button" / "sft-noisy-seed0" / "summary.json").unlink()
+    r3 = CliRunner().invoke(app, ["reproduce", "--quick", "--report", "--out", str(out)])
+    assert r3.exit_code == 0 and "| gym_cards/NumberLine | 1 |" in r3.output
+    assert "miniwob/click-button" not in r3.output

@@ -451,10 +451,13 @@ def reproduce(
     tasks: list[str] = typer.Option(None, "--task", help="Only these tasks (repeatable)."),
     seeds: int = typer.Option(None, "--seeds", min=1, help="Number of seeds (0, 1, ...)."),
     model: str = typer.Option(None, "--model", help="Base model (default: the embedded `tiny`)."),
+    report_only: bool = typer.Option(
+        False, "--report", help="Train nothing: tables from the finished seeds of each task only."
+    ),
 ) -> None:
     """Prompting vs SFT vs AFSFT (random and noisy data, offline and online) on every domain; writes
     results.md, results.json and learning curves. Run it again to continue an interrupted run."""
-    from vlmq.train.reproduce import ReproduceConfig
+    from vlmq.train.reproduce import ReproduceConfig, report
     from vlmq.train.reproduce import reproduce as run_reproduce
 
     overrides: dict[str, object] = {"out": str(out)}
@@ -466,7 +469,7 @@ def reproduce(
         overrides["model"] = model
     cfg = ReproduceConfig.quick(**overrides) if quick else ReproduceConfig(**overrides)  # type: ignore[arg-type]
     try:
-        run_reproduce(cfg)
+        report(cfg) if report_only else run_reproduce(cfg)
     except (KeyError, ValueError) as e:
         _fail(str(e.args[0] if isinstance(e, KeyError) else e))
     typer.echo((out / "results.md").read_text())

@@ -231,22 +231,54 @@ def reproduce(cfg: ReproduceConfig, progress: Callable[[str], None] = _log) -> d
                     atomic_write_json(path, result)
                 per_seed[name].append(json.loads(path.read_text()))
             for name, (kind, _, _) in RUNS.items():
-                summary = train_run(cfg, task, name, seed, data[kind])
-                if name == "afsft-online":
-                    per_seed["afsft-random"].append(_eval_at(summary, cfg.steps))
-                per_seed[name].append(_eval_at(summary, summary["steps"]))
-        results["tasks"][task] = {
-            "data": {kind: data_quality(p) for kind, p in data.items()},
-            "conditions": {c: aggregate(v) for c, v in per_seed.items()},
-            "per_seed": per_seed,
-            "train_wall_time_s": sum(
-                json.loads((run_dir(cfg, task, n, s) / "summary.json").read_text())["wall_time_s"]
-                for n in RUNS for s in cfg.seeds
-            ),
-        }
-        curves(cfg, task)
+                train_run(cfg, task, name, seed, data[kind])
+        results["tasks"][task] = task_result(cfg, task, cfg.seeds)
         progress(f"{task}: done")
         write_results(root, results, time.time() - t0)
+    return results
+
+
+def seed_finished(cfg: ReproduceConfig, task: str, seed: int) -> bool:
+    """Every evaluation and training run of ``seed`` on ``task`` is finished."""
+    evals = [run_dir(cfg, task, n, seed).with_suffix(".json") for n in ("expert", "prompting")]
+    runs = [run_dir(cfg, task, n, seed) / "summary.json" for n in RUNS]
+    return all(p.is_file() for p in (*evals, *runs))
+
+
+def task_result(cfg: ReproduceConfig, task: str, seeds: list[int]) -> dict[str, Any]:
+    """One task's entry of ``results.json`` from its finished ``seeds`` (and its curves)."""
+    per_seed: dict[str, list[dict[str, float]]] = {c: [] for c in ("expert", *CONDITIONS)}
+    wall = 0.0
+    for seed in seeds:
+        for name in ("expert", "prompting"):
+            per_seed[name].append(json.loads(run_dir(cfg, task, name, seed).with_suffix(".json").read_text()))
+        for name in RUNS:
+            summary = json.loads((run_dir(cfg, task, name, seed) / "summary.json").read_text())
+            if name == "afsft-online":
+                per_seed["afsft-random"].append(_eval_at(summary, cfg.steps))
+            per_seed[name].append(_eval_at(summary, summary["steps"]))
+            wall += summary["wall_time_s"]
+    data_dir = Path(cfg.out) / "data" / task.replace("/", "-")
+    curves(cfg, task, seeds)
+    return {
+        "seeds": list(seeds),
+        "data": {kind: data_quality(data_dir / kind) for kind in ("random", "noisy")},
+        "conditions": {c: aggregate(v) for c, v in per_seed.items()},
+        "per_seed": per_seed,
+        "train_wall_time_s": round(wall, 1),
+    }
+
+
+def report(cfg: ReproduceConfig) -> dict[str, Any]:
+    """Write ``results.json`` / ``results.md`` from what is finished, training nothing: every task
+    with at least one finished seed, over its finished seeds (the table says how many)."""
+    t0 = time.time()
+    results: dict[str, Any] = {"config": dataclasses.asdict(cfg), "tasks": {}}
+    for task in cfg.tasks:
+        seeds = [s for s in cfg.seeds if seed_finished(cfg, task, s)]
+        if seeds:
+            results["tasks"][task] = task_result(cfg, task, seeds)
+    write_results(Path(cfg.out), results, time.time() - t0)
     return results
 
 
@@ -260,12 +292,12 @@ def aggregate(values: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def curves(cfg: ReproduceConfig, task: str) -> Path:
-    """AFSFT vs SFT learning curves of ``task`` (every seed) in ``curves/<task>.png``."""
+def curves(cfg: ReproduceConfig, task: str, seeds: list[int]) -> Path:
+    """AFSFT vs SFT learning curves of ``task`` (the given seeds) in ``curves/<task>.png``."""
     from vlmq.train.plot import plot_runs
 
-    runs = [run_dir(cfg, task, name, seed) for name in RUNS for seed in cfg.seeds]
-    labels = [f"{name} s{seed}" for name in RUNS for seed in cfg.seeds]
+    runs = [run_dir(cfg, task, name, seed) for name in RUNS for seed in seeds]
+    labels = [f"{name} s{seed}" for name in RUNS for seed in seeds]
     metrics = ("eval/greedy/success_rate", "eval/greedy/valid_rate", "train/filter_pass_frac")
     out = Path(cfg.out) / "curves" / f"{task.replace('/', '-')}.png"
     return plot_runs(runs, out, metrics=metrics, labels=labels)
@@ -275,19 +307,19 @@ def format_table(results: dict[str, Any]) -> str:
     """The Markdown tables: success rate (%) mean ± std over seeds per task and condition, with the
     valid-action rate and the datasets' own success rates; then the mean return likewise."""
     cols = ("expert", *CONDITIONS)
-    seeds = len(results["config"]["seeds"])
     done = [t for t in results["config"]["tasks"] if t in results["tasks"]]
     lines = [
         f"Success rate (%), greedy, {results['config']['eval_episodes']} evaluation episodes per seed, "
-        f"mean ± std over {seeds} seed(s); in brackets: valid-action rate (%).",
+        "mean ± std over seeds; in brackets: valid-action rate (%).",
         "",
-        "| task | data random / noisy | " + " | ".join(cols) + " |",
-        "|---|---|" + "---|" * len(cols),
+        "| task | seeds | data random / noisy | " + " | ".join(cols) + " |",
+        "|---|---|---|" + "---|" * len(cols),
     ]
     for task in done:
         r = results["tasks"][task]
         d = r["data"]
-        cells = [f"{100 * d['random']['success_rate']:.0f} / {100 * d['noisy']['success_rate']:.0f}"]
+        cells = [str(len(r["seeds"]))]
+        cells.append(f"{100 * d['random']['success_rate']:.0f} / {100 * d['noisy']['success_rate']:.0f}")
         for c in cols:
             m = r["conditions"][c]
             cells.append(
@@ -299,13 +331,13 @@ def format_table(results: dict[str, Any]) -> str:
         "",
         "Mean episode return, the same episodes, mean ± std over seeds.",
         "",
-        "| task | data random / noisy | " + " | ".join(cols) + " |",
-        "|---|---|" + "---|" * len(cols),
+        "| task | seeds | data random / noisy | " + " | ".join(cols) + " |",
+        "|---|---|---|" + "---|" * len(cols),
     ]
     for task in done:
         r = results["tasks"][task]
         d = r["data"]
-        cells = [f"{d['random']['mean_return']:.2f} / {d['noisy']['mean_return']:.2f}"]
+        cells = [str(len(r["seeds"])), f"{d['random']['mean_return']:.2f} / {d['noisy']['mean_return']:.2f}"]
         for c in cols:
             m = r["conditions"][c]
             cells.append(f"{m['mean_return']:.2f} ± {m['mean_return_std']:.2f}")
