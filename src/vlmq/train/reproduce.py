@@ -306,43 +306,43 @@ def curves(cfg: ReproduceConfig, task: str, seeds: list[int]) -> Path:
 def format_table(results: dict[str, Any]) -> str:
     """The Markdown tables: success rate (%) mean ± std over seeds per task and condition, with the
     valid-action rate and the datasets' own success rates; then the mean return likewise."""
-    cols = ("expert", *CONDITIONS)
-    done = [t for t in results["config"]["tasks"] if t in results["tasks"]]
-    lines = [
+    success = _table(
+        results,
         f"Success rate (%), greedy, {results['config']['eval_episodes']} evaluation episodes per seed, "
         "mean ± std over seeds; in brackets: valid-action rate (%).",
-        "",
-        "| task | seeds | data random / noisy | " + " | ".join(cols) + " |",
-        "|---|---|---|" + "---|" * len(cols),
-    ]
-    for task in done:
-        r = results["tasks"][task]
-        d = r["data"]
-        cells = [str(len(r["seeds"]))]
-        cells.append(f"{100 * d['random']['success_rate']:.0f} / {100 * d['noisy']['success_rate']:.0f}")
-        for c in cols:
-            m = r["conditions"][c]
-            cells.append(
-                f"{100 * m['success_rate']:.0f} ± {100 * m['success_rate_std']:.0f} "
-                f"({100 * m['valid_rate']:.0f})"
-            )
-        lines.append(f"| {task} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
+        lambda m: f"{100 * m['success_rate']:.0f}",
+        lambda m: f"{100 * m['success_rate']:.0f} ± {100 * m['success_rate_std']:.0f} ({100 * m['valid_rate']:.0f})",
+    )
+    returns = _table(
+        results,
         "Mean episode return, the same episodes, mean ± std over seeds.",
+        lambda m: f"{m['mean_return']:.2f}",
+        lambda m: f"{m['mean_return']:.2f} ± {m['mean_return_std']:.2f}",
+    )
+    return "\n".join([*success, "", *returns]) + "\n"
+
+
+def _table(
+    results: dict[str, Any],
+    title: str,
+    data_cell: Callable[[dict[str, float]], str],
+    cell: Callable[[dict[str, float]], str],
+) -> list[str]:
+    """One Markdown table: a row per finished task (in the configured order) with its number of seeds,
+    ``data_cell`` of the random and noisy datasets, and ``cell`` of every condition."""
+    cols = ("expert", *CONDITIONS)
+    lines = [
+        title,
         "",
         "| task | seeds | data random / noisy | " + " | ".join(cols) + " |",
         "|---|---|---|" + "---|" * len(cols),
     ]
-    for task in done:
+    for task in (t for t in results["config"]["tasks"] if t in results["tasks"]):
         r = results["tasks"][task]
-        d = r["data"]
-        cells = [str(len(r["seeds"])), f"{d['random']['mean_return']:.2f} / {d['noisy']['mean_return']:.2f}"]
-        for c in cols:
-            m = r["conditions"][c]
-            cells.append(f"{m['mean_return']:.2f} ± {m['mean_return_std']:.2f}")
+        cells = [str(len(r["seeds"])), f"{data_cell(r['data']['random'])} / {data_cell(r['data']['noisy'])}"]
+        cells += [cell(r["conditions"][c]) for c in cols]
         lines.append(f"| {task} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def write_results(root: Path, results: dict[str, Any], wall_s: float) -> None:
