@@ -106,6 +106,11 @@ class ReplayStore:
         self.reload()
 
     @property
+    def num_window_shards(self) -> int:
+        """Online shards on disk when the window was last built (the window is among them)."""
+        return len(self._seen)
+
+    @property
     def num_online_shards(self) -> int:
         return len(self.online.shards())
 
@@ -137,7 +142,7 @@ class ReplayStore:
     def state_dict(self) -> dict[str, Any]:
         return {
             "offline": self.offline_stream.state_dict() if self.offline_stream else None,
-            "online_shards": len(self._seen),  # the shards the window was built from
+            "online_shards": self.num_window_shards,
         }
 
     def load_state_dict(self, state: dict[str, Any], truncate: bool = True) -> None:

@@ -75,7 +75,15 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     if not run_dir.is_dir():
         return []
     found = [p for p in run_dir.iterdir() if p.is_dir() and _NAME.match(p.name)]
-    return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))  # type: ignore[union-attr]
+    return sorted(found, key=checkpoint_step)
+
+
+def checkpoint_step(ckpt: Path) -> int:
+    """The optimizer step a checkpoint folder (``checkpoint-000050``) was written at."""
+    match = _NAME.match(ckpt.name)
+    if match is None:
+        raise ValueError(f"{ckpt}: not a checkpoint folder name")
+    return int(match.group(1))
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

@@ -26,17 +26,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vlmq.train.checkpoint import latest_checkpoint
+from vlmq.train.checkpoint import checkpoint_step, latest_checkpoint
 from vlmq.train.config import TrainConfig
+from vlmq.utils.io import read_jsonl
 
 LOG_DIR = "collectors"
 SEED_STRIDE = 20_000_000
 """Collector ``k`` resets its episodes from seed ``cfg.seed * 1_000_003 + (k + 1) * SEED_STRIDE``
 on: away from the synchronous rounds' seeds, evaluation seeds and the other collectors."""
-
-
-def checkpoint_step(ckpt: Path) -> int:
-    return int(ckpt.name.rsplit("-", 1)[1])
 
 
 def finished(run_dir: Path) -> bool:
@@ -46,15 +43,7 @@ def finished(run_dir: Path) -> bool:
 
 def read_rounds(path: Path) -> list[dict[str, Any]]:
     """The records of a collector log (a line cut by a kill is skipped)."""
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
+    return read_jsonl(path)
 
 
 def run_collector(

@@ -408,10 +408,13 @@ class Learner:
             self.async_started = True
         elif (self.step - self.cfg.steps) % self.cfg.online_steps == 0:
             self._on_main(self._publish)
-        n = [len(self.data.replay.online.shards()) if self.is_main else 0]
-        if self.accelerator.num_processes > 1:
-            n = broadcast_object_list(n)
-        self.data.replay.refresh(max_shards=n[0])
+        replay = self.data.replay
+        if self.is_main:
+            replay.refresh()  # every shard on disk now
+        if self.accelerator.num_processes > 1:  # the others take the same shards
+            n = broadcast_object_list([replay.num_window_shards if self.is_main else 0])[0]
+            if not self.is_main:
+                replay.refresh(max_shards=n)
 
     def _start_collectors(self) -> None:
         from vlmq.train.collector import CollectorLogs, start_collectors

@@ -87,13 +87,6 @@ def _finite(v: float) -> float | None:
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """All records of ``metrics.jsonl`` (a torn last line from a killed run is skipped)."""
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
+    from vlmq.utils.io import read_jsonl
+
+    return read_jsonl(run_dir / "metrics.jsonl")
