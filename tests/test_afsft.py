@@ -62,14 +62,21 @@ def test_advantages_by_hand_and_exactly_zero_for_a_flat_critic() -> None:
     a = advantages(ep["logits"], ep["q"], q_taken)
     assert a[0, 0].item() == pytest.approx(3.0 - 1.75) and a[0, 1].item() == pytest.approx(1.0 - 1.5)
     assert a[1, 0].item() == pytest.approx(2.0 - 1.25)
-    # a critic that scores every token alike (as a fresh one does): no token passes the binary filter
+    # a critic that scores every token alike (as a fresh one does): a tie, every token passes the
+    # binary filter, so AFSFT starts as SFT (with `A > 0` it would imitate nothing and never learn)
     logits = torch.randn(4, 6, 1000, generator=torch.Generator().manual_seed(0)) * 5
     flat = torch.full((4, 6, 1000), -2.37)
     a = advantages(logits, flat, flat[..., 0])
-    assert torch.all(a == 0) and filter_weights(a, "binary").sum() == 0
-    # the plain `Q - V` form leaves rounding noise that half-passes the filter
+    assert torch.all(a == 0) and torch.all(filter_weights(a, "binary") == 1)
+    # the plain `Q - V` form leaves rounding noise that would half-pass the filter
     noisy = flat[..., 0] - state_values(logits, flat)
-    assert torch.any(noisy != 0)
+    assert torch.any(noisy < 0)
+
+
+def test_binary_filter_ties_pass_and_the_threshold_is_inclusive() -> None:
+    a = torch.tensor([-1e-6, 0.0, 1e-6, 0.5])
+    assert filter_weights(a, "binary").tolist() == [0.0, 1.0, 1.0, 1.0]
+    assert filter_weights(a, "binary", threshold=0.5).tolist() == [0.0, 0.0, 0.0, 1.0]
 
 
 def test_td_targets_by_hand() -> None:

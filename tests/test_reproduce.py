@@ -31,14 +31,18 @@ def test_offline_result_needs_an_evaluation_at_the_end_of_the_offline_phase(tmp_
 
     with pytest.raises(ValueError, match="multiple of eval_every"):
         reproduce(ReproduceConfig.quick(out=str(tmp_path), steps=5, eval_every=2))
+    with pytest.raises(ValueError, match="jobs must be"):
+        reproduce(ReproduceConfig.quick(out=str(tmp_path)), jobs=0)
 
 
 @pytest.mark.slow
 @pytest.mark.browser
 def test_reproduce_quick_writes_the_table(tmp_path: Path) -> None:
     out = tmp_path / "repro"
-    r = CliRunner().invoke(app, ["reproduce", "--quick", "--out", str(out)])
+    # two (task, seed) units at a time in worker processes; the second call below runs in-process
+    r = CliRunner().invoke(app, ["reproduce", "--quick", "--out", str(out), "--jobs", "2"])
     assert r.exit_code == 0, r.output
+    assert "3 (task, seed) units on 2 workers" in r.output
     results = json.loads((out / "results.json").read_text())
     tasks = ReproduceConfig.quick().tasks
     assert sorted(results["tasks"]) == sorted(tasks)

@@ -454,6 +454,9 @@ def reproduce(
     report_only: bool = typer.Option(
         False, "--report", help="Train nothing: tables from the finished seeds of each task only."
     ),
+    jobs: int = typer.Option(
+        1, "--jobs", min=1, help="(task, seed) units at once, in worker processes sharing the CPU cores."
+    ),
 ) -> None:
     """Prompting vs SFT vs AFSFT (random and noisy data, offline and online) on every domain; writes
     results.md, results.json and learning curves. Run it again to continue an interrupted run."""
@@ -469,7 +472,7 @@ def reproduce(
         overrides["model"] = model
     cfg = ReproduceConfig.quick(**overrides) if quick else ReproduceConfig(**overrides)  # type: ignore[arg-type]
     try:
-        report(cfg) if report_only else run_reproduce(cfg)
+        report(cfg) if report_only else run_reproduce(cfg, jobs=jobs)
     except (KeyError, ValueError) as e:
         _fail(str(e.args[0] if isinstance(e, KeyError) else e))
     typer.echo((out / "results.md").read_text())

@@ -22,8 +22,11 @@ token's target is ``r + gamma * (1 - terminated) * V'(s_{t+1}^0)``. A time-limit
 termination: it bootstraps from the final observation (``has_next``).
 
 **Actor.** ``L = -sum_j w_j log pi(a_j|s_j) / max(1, #logged tokens)`` with ``w = f(stopgrad(A))``,
-``A = Q(s,a) - V(s)`` and the filter ``f``: ``binary`` ``1[A > threshold]`` (AFSFT), ``exp``
-``min(exp(beta A), w_max)`` (AWR) or ``none`` ``1`` (exactly SFT).
+``A = Q(s,a) - V(s)`` and the filter ``f``: ``binary`` ``1[A >= threshold]`` (AFSFT), ``exp``
+``min(exp(beta A), w_max)`` (AWR) or ``none`` ``1`` (exactly SFT). Ties pass the binary filter: a token
+the critic does not rank below the policy's average (``A = 0`` exactly where the critic scores every
+token alike, e.g. a freshly initialised one, or where the policy already emits only that token) is
+imitated, so AFSFT starts as SFT and drops tokens only once the critic ranks them worse.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ class AFSFTConfig:
     filter: FilterKind = "binary"
     """``binary`` = AFSFT, ``exp`` = advantage-weighted regression, ``none`` = plain SFT."""
     threshold: float = 0.0
-    """Binary filter: imitate a token when its advantage is above this."""
+    """Binary filter: imitate a token when its advantage is at least this (ties pass)."""
     beta: float = 1.0
     """Exp filter temperature: ``w = min(exp(beta * A), w_max)``."""
     w_max: float = 20.0
@@ -115,9 +118,10 @@ def td_targets(
 def filter_weights(
     advantage: torch.Tensor, kind: FilterKind, threshold: float = 0.0, beta: float = 1.0, w_max: float = 20.0
 ) -> torch.Tensor:
-    """Per-token imitation weights from (already detached) advantages."""
+    """Per-token imitation weights from (already detached) advantages. ``binary`` passes ties
+    (``A >= threshold``): with no preference of the critic, the token is imitated as in SFT."""
     if kind == "binary":
-        return (advantage > threshold).float()
+        return (advantage >= threshold).float()
     if kind == "exp":
         return torch.clamp(torch.exp(beta * advantage), max=w_max)
     if kind == "none":

@@ -13,8 +13,8 @@ syntax, become likely within a few hundred steps; it leaves the input embeddings
 model ties them), the vision tower frozen unless ``train_vision``, and the critic head. The critic
 head is initialised with zero weights and bias ``critic_init_bias`` by
 default (``critic_init_std > 0`` draws weights from ``N(0, std)`` with ``seed``): a zero critic gives
-``Q = V`` and zero advantages at the start, so nothing passes the binary filter until the critic has
-learnt something, instead of passing a random half of the tokens.
+``Q = V`` and exactly zero advantages at the start: a tie, which the binary filter passes, so AFSFT
+starts as SFT until the critic ranks tokens, instead of passing a random half of them.
 
 Layout of a saved policy folder (:meth:`Policy.save`): ``policy_config.json`` (the
 :class:`PolicyConfig`, incl. the base model's name or absolute path), ``adapter_config.json`` +

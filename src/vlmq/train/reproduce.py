@@ -205,37 +205,91 @@ def _eval_at(summary: dict[str, Any], step: int) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------- the whole comparison
-def reproduce(cfg: ReproduceConfig, progress: Callable[[str], None] = _log) -> dict[str, Any]:
-    """Run (or continue) the comparison; writes and returns ``results.json`` (see module docstring)."""
+def run_seed(cfg: ReproduceConfig, task: str, seed: int, policy_cache: dict[str, Any]) -> None:
+    """Everything of one seed on one task: expert and prompting evaluations, then the training runs
+    (finished ones are skipped, interrupted ones resumed). The datasets must exist (:func:`dataset`)."""
+    for name in ("expert", "prompting"):
+        path = run_dir(cfg, task, name, seed).with_suffix(".json")
+        if not path.is_file():
+            _log(f"{task}: evaluating {name} seed {seed}")
+            if name == "expert":
+                atomic_write_json(path, expert_ceiling(cfg, task, seed))
+            else:
+                atomic_write_json(path, prompting(cfg, task, seed, policy_cache))
+    for name, (kind, _, _) in RUNS.items():
+        train_run(cfg, task, name, seed, dataset(cfg, task, kind))
+
+
+def _seed_worker(cfg: ReproduceConfig, task: str, seed: int, threads: int) -> None:
+    """:func:`run_seed` in a worker process of ``reproduce(jobs > 1)``."""
+    import torch
+
+    torch.set_num_threads(threads)
+    run_seed(cfg, task, seed, {})
+
+
+def reproduce(cfg: ReproduceConfig, progress: Callable[[str], None] = _log, jobs: int = 1) -> dict[str, Any]:
+    """Run (or continue) the comparison; writes and returns ``results.json`` (see module docstring).
+
+    ``jobs > 1`` runs that many (task, seed) units at once in worker processes, each with its share of
+    the CPU cores as torch threads, slow domains (environments in subprocess workers, e.g. MiniWoB++)
+    first so that the workers finish together; the datasets are collected first, one at a time. A
+    unit that fails stops the queue (the running ones finish) and re-raises; run again to continue.
+    """
     if cfg.steps % max(cfg.eval_every, 1):
         raise ValueError("steps must be a multiple of eval_every (the offline AFSFT result is read there)")
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, not {jobs}")
     root = Path(cfg.out)
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_json(root / "config.json", dataclasses.asdict(cfg))
     t0 = time.time()
     results: dict[str, Any] = {"config": dataclasses.asdict(cfg), "tasks": {}}
-    cache: dict[str, Any] = {}
-    for task in cfg.tasks:
-        data = {kind: dataset(cfg, task, kind) for kind in ("random", "noisy")}
-        per_seed: dict[str, list[dict[str, float]]] = {c: [] for c in ("expert", *CONDITIONS)}
-        for seed in cfg.seeds:
-            for name in ("expert", "prompting"):
-                path = run_dir(cfg, task, name, seed).with_suffix(".json")
-                if not path.is_file():
-                    _log(f"{task}: evaluating {name} seed {seed}")
-                    result = (
-                        expert_ceiling(cfg, task, seed)
-                        if name == "expert"
-                        else prompting(cfg, task, seed, cache)
-                    )
-                    atomic_write_json(path, result)
-                per_seed[name].append(json.loads(path.read_text()))
-            for name, (kind, _, _) in RUNS.items():
-                train_run(cfg, task, name, seed, data[kind])
+
+    def finish(task: str) -> None:
         results["tasks"][task] = task_result(cfg, task, cfg.seeds)
         progress(f"{task}: done")
         write_results(root, results, time.time() - t0)
+
+    for task in cfg.tasks:
+        for kind in ("random", "noisy"):
+            dataset(cfg, task, kind)
+    if jobs == 1:
+        cache: dict[str, Any] = {}
+        for task in cfg.tasks:
+            for seed in cfg.seeds:
+                run_seed(cfg, task, seed, cache)
+            finish(task)
+        return results
+    _run_parallel(cfg, jobs, progress)
+    for task in cfg.tasks:
+        finish(task)
     return results
+
+
+def _run_parallel(cfg: ReproduceConfig, jobs: int, progress: Callable[[str], None]) -> None:
+    import multiprocessing
+    import os
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+
+    from vlmq.envs.registry import spec
+
+    units = [(task, seed) for task in cfg.tasks for seed in cfg.seeds]
+    units.sort(key=lambda u: not spec(u[0]).workers)  # stable: slow domains first, else config order
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    progress(f"{len(units)} (task, seed) units on {jobs} workers, {threads} torch thread(s) each")
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        futures = {pool.submit(_seed_worker, cfg, task, seed, threads): (task, seed) for task, seed in units}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for fut in done:
+                fut.result()  # re-raises a worker's error
+                task, seed = futures[fut]
+                progress(f"{task} seed {seed}: done ({len(futures) - len(pending)}/{len(futures)})")
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def seed_finished(cfg: ReproduceConfig, task: str, seed: int) -> bool:
