@@ -8,11 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from vlmq.models.arch import get_arch, get_submodule
+from vlmq.models.arch import ArchSpec, get_arch, get_submodule
 from vlmq.models.policy import Policy, PolicyConfig, image_hash
-from vlmq.models.tiny import TINY_ARCHS, save_tiny
+from vlmq.models.tiny import TINY_ARCHS, save_tiny, tiny_model_type
 
 ARCHS = list(TINY_ARCHS)
+
+
+def _spec(arch: str) -> ArchSpec:
+    return get_arch(tiny_model_type(arch))
+
 PROMPTS = ["go left", "What is the number on the card? Answer with a JSON object please.", "hi"]
 RESPONSES = ['{"action": "hit"}', "x", '{"thoughts": "the ball is left", "action": "click(ref=3)"}']
 
@@ -95,7 +100,7 @@ def test_encode_layouts(tiny_dirs: dict[str, Path], arch: str) -> None:
 @pytest.mark.parametrize("arch", ARCHS)
 def test_lora_trains_only_adapters_and_critic(tiny_dirs: dict[str, Path], arch: str) -> None:
     pol = _load(tiny_dirs, arch)
-    spec = get_arch(arch)
+    spec = _spec(arch)
     trainable = {n for n, p in pol.named_parameters() if p.requires_grad}
     assert trainable and all(("lora_" in n) or n.startswith("critic_head.") for n in trainable)
     for path in spec.vision_paths:
@@ -138,6 +143,33 @@ def test_batched_greedy_generation_equals_one_by_one(tiny_dirs: dict[str, Path],
     assert [g.token_ids for g in batched] == [g.token_ids for g in single]
     assert [g.text for g in batched] == [g.text for g in single]
     assert all(len(g.token_ids) == 6 or g.finished for g in batched)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_one_pass_over_prompt_and_answer_scores_what_generation_chose(
+    tiny_dirs: dict[str, Path], arch: str
+) -> None:
+    """The policy's single pass (``hidden``: positions from the mask, PaliGemma's answer in the causal
+    suffix) over prompt + generated tokens gives the logits the KV-cached ``generate`` chose from: the
+    greedy tokens are the argmax at every step."""
+    pol = _load(tiny_dirs, arch)
+    _perturb(pol)
+    pol.eval()
+    images = _images(3)
+    gens = pol.generate(images, PROMPTS, greedy=True, max_new_tokens=5)
+    batch = pol.encode(images, PROMPTS)  # left padded, as generate saw it
+    n = max(len(g.token_ids) for g in gens)
+    new = torch.tensor([g.token_ids + [pol.pad_token_id] * (n - len(g.token_ids)) for g in gens])
+    suffix = 1 if _spec(arch).prefix_lm else 0
+    for k in ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids"):
+        if k in batch:
+            tail = new if k == "input_ids" else torch.full_like(new, 1 if k == "attention_mask" else suffix)
+            batch[k] = torch.cat([batch[k], tail.to(batch[k].dtype)], dim=1)
+    T = batch["input_ids"].shape[1] - n
+    with torch.no_grad():
+        chosen = pol.actor_logits(pol.hidden(batch))[:, T - 1 : T - 1 + n].argmax(-1)
+    for b, g in enumerate(gens):
+        assert chosen[b, : len(g.token_ids)].tolist() == g.token_ids
 
 
 @pytest.mark.parametrize("arch", ["idefics3", "qwen2_vl"])
@@ -212,8 +244,10 @@ def test_merge_gives_a_loadable_model_with_same_logits(
     pol.merge(tmp_path / "merged")
     merged = AutoModelForImageTextToText.from_pretrained(tmp_path / "merged").eval()
     inputs = {k: v for k, v in batch.items() if k not in ("response_mask", "image_hash")}
-    if get_arch(arch).position_ids_from_mask:
-        inputs["position_ids"] = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    spec = _spec(arch)
+    if spec.position_ids_from_mask:
+        first = spec.first_position
+        inputs["position_ids"] = (inputs["attention_mask"].cumsum(-1) - 1 + first).clamp(min=first)
     with torch.no_grad():
         out = merged(**inputs).logits
     am = batch["attention_mask"].bool()
@@ -227,7 +261,18 @@ def test_merge_gives_a_loadable_model_with_same_logits(
         assert torch.equal(pol.actor_logits(pol.hidden(batch, use_feature_cache=False)), logits)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+CACHED_ARCHS = [a for a in ARCHS if _spec(a).image_features is not None]
+
+
+def test_paligemma_has_no_feature_cache(tiny_dirs: dict[str, Path]) -> None:
+    assert [a for a in ARCHS if not a.startswith("paligemma")] == CACHED_ARCHS
+    pol = _load(tiny_dirs, "paligemma", feature_cache_size=3)
+    assert not pol.feature_cache_enabled()
+    pol.generate(_images(2), PROMPTS[:2], greedy=True, max_new_tokens=2)
+    assert (pol.cache_misses, pol.cache_hits) == (0, 0)
+
+
+@pytest.mark.parametrize("arch", CACHED_ARCHS)
 def test_feature_cache_matches_uncached(tiny_dirs: dict[str, Path], arch: str) -> None:
     pol = _load(tiny_dirs, arch, feature_cache_size=3)
     _perturb(pol)
@@ -292,7 +337,7 @@ def test_update_target_polyak(tiny_dirs: dict[str, Path]) -> None:
 
 def test_unsupported_arch_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="not supported"):
-        get_arch("paligemma")
+        get_arch("gemma3")
     assert PolicyConfig.from_dict({"lora_r": 3, "unknown": 1}).lora_r == 3
 
 

@@ -11,9 +11,11 @@ For every supported ``model_type`` an :class:`ArchSpec` says
 - the chat-prompt fallback format (used only when the processor has no chat template) and the
   end-of-turn token the model emits after its answer.
 
-Supported: ``idefics3`` (SmolVLM v1), ``qwen2_vl``, ``qwen2_5_vl``, ``llava``. PaliGemma is not
-supported: its prefix-LM attention needs ``token_type_ids`` built from a ``suffix`` argument, which does
-not fit the prompt/response concatenation used here.
+Supported: ``idefics3`` (SmolVLM v1), ``qwen2_vl``, ``qwen2_5_vl``, ``llava``, ``paligemma``
+(PaliGemma 1 and 2). PaliGemma is a prefix-LM: image and prompt attend to each other both ways, the
+answer causally. Its processor marks the answer with ``token_type_ids`` 1 only when given a ``suffix``;
+here the response is tokenised on its own and appended (:meth:`Policy.encode`), so ``prefix_lm`` tells
+the policy to mark those tokens itself, exactly as ``generate`` marks the tokens it appends.
 """
 
 from __future__ import annotations
@@ -82,6 +84,10 @@ class ArchSpec:
     fallback_template: str
     eot_token: str | None
     position_ids_from_mask: bool
+    first_position: int = 0
+    """Position id of the first real token (PaliGemma counts from 1)."""
+    prefix_lm: bool = False
+    """Response tokens get ``token_type_ids`` 1: the causal suffix after a bidirectional prefix."""
 
     def lora_targets(self, train_vision: bool = False, lm_head: bool = False) -> str:
         """The LoRA ``target_modules`` regex: the language model, plus the vision tower and the LM
@@ -156,7 +162,26 @@ _register(
     )
 )
 
-SUPPORTED = ("idefics3", "qwen2_vl", "qwen2_5_vl", "llava")
+_register(
+    ArchSpec(
+        name="paligemma",
+        lm_path="model.language_model",
+        vision_paths=("model.vision_tower", "model.multi_modal_projector"),
+        lora_regex=rf".*\.language_model\..*\.{_LM_PROJ}",
+        vision_lora_regex=r".*\.vision_tower\..*\.(q_proj|k_proj|v_proj|out_proj|fc1|fc2)",
+        nest_images=False,
+        pixel_keys=("pixel_values",),
+        image_features=None,  # the model wants one feature tensor, not the cache's per-image list
+        # no chat template: the processor puts <bos> after the image tokens and "\n" after the prompt
+        fallback_template="<image>{prompt}",
+        eot_token=None,  # the tokenizer's eos (<eos>)
+        position_ids_from_mask=True,
+        first_position=1,
+        prefix_lm=True,
+    )
+)
+
+SUPPORTED = ("idefics3", "qwen2_vl", "qwen2_5_vl", "llava", "paligemma")
 
 
 def get_arch(model_type: str) -> ArchSpec:

@@ -190,6 +190,9 @@ class Policy(nn.Module):
             with _quiet():
                 self.model = get_peft_model(base, lcfg)
         lm_head = base.get_output_embeddings()
+        cap = getattr(base.config.get_text_config(), "final_logit_softcapping", None)
+        self.logit_softcap: float | None = float(cap) if cap else None
+        """``cap * tanh(logits / cap)`` after the LM head, as the model's own forward (Gemma 2)."""
         self.hidden_size: int = lm_head.in_features
         self.vocab_size: int = lm_head.out_features
         hd = getattr(torch, config.head_dtype)
@@ -419,6 +422,8 @@ class Policy(nn.Module):
                 n_resp = len(ids)
                 for k in keys:
                     ext = ids if k == "input_ids" else torch.zeros(n_resp, dtype=row[k].dtype)
+                    if k == "token_type_ids" and self.arch.prefix_lm:
+                        ext = torch.ones(n_resp, dtype=row[k].dtype)  # the causal suffix
                     row[k] = torch.cat([row[k], ext])
             rows.append(row)
             resp_lens.append(n_resp)
@@ -439,7 +444,7 @@ class Policy(nn.Module):
             if responses is not None:
                 out["response_mask"][b, n - resp_lens[b] : n] = True
         for k, v in enc.items():
-            if k not in out and isinstance(v, torch.Tensor):
+            if k not in out and k != "labels" and isinstance(v, torch.Tensor):  # PaliGemma adds labels
                 out[k] = v
         out["image_hash"] = torch.tensor([image_hash(im) for im in pil], dtype=torch.long)
         return {k: v.to(self.device) for k, v in out.items()}
@@ -448,7 +453,8 @@ class Policy(nn.Module):
     def _model_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         inputs: dict[str, Any] = {k: v for k, v in batch.items() if k not in NON_MODEL_KEYS}
         if self.arch.position_ids_from_mask and "position_ids" not in inputs:
-            inputs["position_ids"] = (inputs["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
+            first = self.arch.first_position
+            inputs["position_ids"] = (inputs["attention_mask"].long().cumsum(-1) - 1 + first).clamp(min=first)
         return inputs
 
     def feature_cache_enabled(self) -> bool:
@@ -509,8 +515,12 @@ class Policy(nn.Module):
         return out.last_hidden_state
 
     def actor_logits(self, h: torch.Tensor) -> torch.Tensor:
-        """The LM head on hidden states ``[..., H] -> [..., V]`` (as ``head_dtype``)."""
-        return self.lm_head(h).to(getattr(torch, self.config.head_dtype))
+        """The LM head on hidden states ``[..., H] -> [..., V]`` (as ``head_dtype``), soft-capped
+        where the model caps its logits, so they are the logits ``generate`` samples from."""
+        logits = self.lm_head(h)
+        if self.logit_softcap is not None:
+            logits = torch.tanh(logits / self.logit_softcap) * self.logit_softcap
+        return logits.to(getattr(torch, self.config.head_dtype))
 
     def critic_q(self, h: torch.Tensor) -> torch.Tensor:
         """Q-values of every vocabulary token, ``[..., H] -> [..., V]``."""

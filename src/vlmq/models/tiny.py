@@ -20,7 +20,12 @@ from torch import nn
 
 from vlmq.models.arch import qwen2vl_image_only_processor_class
 
-TINY_ARCHS = ("idefics3", "qwen2_vl", "qwen2_5_vl", "llava")
+TINY_ARCHS = ("idefics3", "qwen2_vl", "qwen2_5_vl", "llava", "paligemma", "paligemma2")
+
+
+def tiny_model_type(arch: str) -> str:
+    """The HF ``model_type`` of a tiny arch (PaliGemma 2 is a ``paligemma`` with a Gemma 2 text model)."""
+    return "paligemma" if arch == "paligemma2" else arch
 
 _TEXT = dict(
     hidden_size=64,
@@ -320,6 +325,56 @@ def _llava(image_size: int = 32, patch: int = 8) -> tuple[Any, Any]:
     return cfg, proc
 
 
+def _paligemma(gemma2: bool = False, image_size: int = 32, patch: int = 8) -> tuple[Any, Any]:
+    """PaliGemma: SigLIP vision + Gemma text (``gemma2``: Gemma 2 with a sliding window shorter than a
+    prompt, as PaliGemma 2), no chat template (the processor adds ``<bos>`` and ``"\\n"``; it also
+    adds PaliGemma's 1,152 ``<locNNNN>``/``<segNNN>`` tokens to the vocabulary)."""
+    from transformers import PaliGemmaConfig, PaliGemmaProcessor
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    tok = make_tokenizer(
+        ["<pad>", "<eos>", "<bos>", "<unk>", "<image>"],
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        extra_special_tokens={"image_token": "<image>"},
+    )
+    ip = SiglipImageProcessorPil(size={"height": image_size, "width": image_size})
+    ip.image_seq_length = (image_size // patch) ** 2
+    proc = PaliGemmaProcessor(image_processor=ip, tokenizer=tok)
+    text = dict(
+        model_type="gemma2" if gemma2 else "gemma",
+        vocab_size=len(proc.tokenizer),
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        head_dim=16,
+        **{**_TEXT, "tie_word_embeddings": True},
+    )
+    if gemma2:
+        text.update(sliding_window=8, query_pre_attn_scalar=16)
+    cfg = PaliGemmaConfig(
+        vision_config=dict(
+            model_type="siglip_vision_model",
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=image_size,
+            patch_size=patch,
+            vision_use_head=False,
+        ),
+        text_config=text,
+        image_token_index=proc.image_token_id,
+        vocab_size=len(proc.tokenizer),
+        projection_dim=_TEXT["hidden_size"],
+        hidden_size=_TEXT["hidden_size"],
+        tie_word_embeddings=True,
+    )
+    return cfg, proc
+
+
 def build_tiny(arch: str, seed: int = 0) -> tuple[nn.Module, Any]:
     """A tiny random ``(model, processor)`` of ``arch`` (one of :data:`TINY_ARCHS`), seeded."""
     from transformers import AutoModelForImageTextToText
@@ -330,6 +385,8 @@ def build_tiny(arch: str, seed: int = 0) -> tuple[nn.Module, Any]:
         cfg, proc = _qwen(arch)
     elif arch == "llava":
         cfg, proc = _llava()
+    elif arch in ("paligemma", "paligemma2"):
+        cfg, proc = _paligemma(gemma2=arch == "paligemma2")
     else:
         raise ValueError(f"unknown tiny arch {arch!r}; choose from {TINY_ARCHS}")
     with torch.random.fork_rng(devices=[]):
