@@ -69,8 +69,27 @@ def test_advantages_by_hand_and_exactly_zero_for_a_flat_critic() -> None:
     a = advantages(logits, flat, flat[..., 0])
     assert torch.all(a == 0) and torch.all(filter_weights(a, "binary") == 1)
     # the plain `Q - V` form leaves rounding noise that would half-pass the filter
-    noisy = flat[..., 0] - state_values(logits, flat)
+    noisy = flat[..., 0] - (torch.softmax(logits, -1) * flat).sum(-1)
     assert torch.any(noisy < 0)
+
+
+def test_a_flat_critic_has_exactly_zero_td_error_and_gradient() -> None:
+    """Every return equal to the critic's value (e.g. click-test: every episode succeeds in one turn):
+    values, TD errors and the critic's gradient are exactly 0, so Adam (scale-free) does not move it."""
+    g = torch.Generator().manual_seed(0)
+    B, L, V, c = 3, 5, 4000, 0.7
+    logits = torch.randn(B, L, V, generator=g) * 4
+    flat = torch.full((B, L, V), c)
+    assert torch.all(state_values(logits, flat) == c)
+    assert torch.any((torch.softmax(logits, -1) * flat).sum(-1) != c)  # the plain sum is not exact
+    q = flat.clone().requires_grad_(True)
+    mask = torch.ones(B, L, dtype=torch.bool)
+    out = afsft_loss(logits, q, flat, torch.randint(0, V, (B, L), generator=g), mask, torch.full((B,), c),
+                     torch.ones(B, dtype=torch.bool), torch.zeros(B), torch.zeros(B, dtype=torch.bool),
+                     AFSFTConfig(filter="binary"))  # fmt: skip
+    out.critic_loss.backward()
+    assert out.critic_loss.item() == 0.0 and q.grad is not None and torch.all(q.grad == 0)
+    assert out.metrics["filter_pass_frac"] == 1.0  # a tie everywhere: AFSFT is SFT here
 
 
 def test_binary_filter_ties_pass_and_the_threshold_is_inclusive() -> None:

@@ -74,9 +74,17 @@ class LossOutput:
 
 
 def state_values(logits: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """``V(s) = sum_a pi(a|s) Q(s,a)`` with ``pi = softmax(logits)`` (no gradient through pi)."""
+    """``V(s) = sum_a pi(a|s) Q(s,a)`` with ``pi = softmax(logits)`` (no gradient through pi).
+
+    Computed as ``m + sum_a pi(a|s) (Q(s,a) - m)`` with ``m = max_a Q(s,a)`` (equal, as ``pi`` sums to
+    1): exactly ``m`` where the critic scores every token alike. ``sum pi Q`` is off there by the
+    rounding of ``sum pi`` (about 1e-7), so the TD errors of a critic that already fits its targets are
+    not zero, and Adam, blind to gradient scale, turns them into steps of size ``lr``: a flat critic
+    (every return equal) drifted into random advantages that the binary filter acted on."""
+    q = q.float()
+    m = q.amax(dim=-1, keepdim=True)
     pi = torch.softmax(logits.detach().float(), dim=-1)
-    return (pi * q.float()).sum(-1)
+    return m.squeeze(-1) + (pi * (q - m)).sum(-1)
 
 
 def advantages(logits: torch.Tensor, q: torch.Tensor, q_taken: torch.Tensor) -> torch.Tensor:

@@ -146,36 +146,29 @@ _QWEN = ArchSpec(
 )
 _register(_QWEN)
 _register(replace(_QWEN, name="qwen2_5_vl"))
-_register(
-    ArchSpec(
-        name="llava",
-        lm_path="model.language_model",
-        vision_paths=("model.vision_tower", "model.multi_modal_projector"),
-        lora_regex=rf".*\.language_model\..*\.{_LM_PROJ}",
-        vision_lora_regex=r".*\.vision_tower\..*\.(q_proj|k_proj|v_proj|out_proj|fc1|fc2)",
-        nest_images=False,
-        pixel_keys=("pixel_values",),
-        image_features=_llava_features,
-        fallback_template="USER: <image>\n{prompt} ASSISTANT:",  # llava-1.5-hf format
-        eot_token=None,  # the tokenizer's eos (</s>)
-        position_ids_from_mask=True,
-    )
+_LLAVA = ArchSpec(
+    name="llava",
+    lm_path="model.language_model",
+    vision_paths=("model.vision_tower", "model.multi_modal_projector"),
+    lora_regex=rf".*\.language_model\..*\.{_LM_PROJ}",
+    vision_lora_regex=r".*\.vision_tower\..*\.(q_proj|k_proj|v_proj|out_proj|fc1|fc2)",
+    nest_images=False,
+    pixel_keys=("pixel_values",),
+    image_features=_llava_features,
+    fallback_template="USER: <image>\n{prompt} ASSISTANT:",  # llava-1.5-hf format
+    eot_token=None,  # the tokenizer's eos (</s>)
+    position_ids_from_mask=True,
 )
-
+_register(_LLAVA)
+# PaliGemma: LLaVA's module layout (SigLIP tower + projector + Gemma), a prefix-LM
 _register(
-    ArchSpec(
+    replace(
+        _LLAVA,
         name="paligemma",
-        lm_path="model.language_model",
-        vision_paths=("model.vision_tower", "model.multi_modal_projector"),
-        lora_regex=rf".*\.language_model\..*\.{_LM_PROJ}",
-        vision_lora_regex=r".*\.vision_tower\..*\.(q_proj|k_proj|v_proj|out_proj|fc1|fc2)",
-        nest_images=False,
-        pixel_keys=("pixel_values",),
         image_features=None,  # the model wants one feature tensor, not the cache's per-image list
         # no chat template: the processor puts <bos> after the image tokens and "\n" after the prompt
         fallback_template="<image>{prompt}",
         eot_token=None,  # the tokenizer's eos (<eos>)
-        position_ids_from_mask=True,
         first_position=1,
         prefix_lm=True,
     )

@@ -36,6 +36,7 @@ _TEXT = dict(
     max_position_embeddings=2048,
     tie_word_embeddings=False,
 )
+_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
 
 # Chat templates in the style of the real checkpoints (one image per user turn).
 SMOLVLM_TEMPLATE = (
@@ -161,8 +162,7 @@ def _idefics3(
         image_seq_len=(image_size // patch) ** 2 // sf**2,
         chat_template=SMOLVLM_TEMPLATE,
     )
-    vision_cfg = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
-    vision_cfg.update(vision or {})
+    vision_cfg = {**_VISION, **(vision or {})}
     text_cfg = dict(
         model_type="llama",
         vocab_size=len(tok),
@@ -302,10 +302,7 @@ def _llava(image_size: int = 32, patch: int = 8) -> tuple[Any, Any]:
     cfg = LlavaConfig(
         vision_config=dict(
             model_type="clip_vision_model",
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
+            **_VISION,
             image_size=image_size,
             patch_size=patch,
             projection_dim=32,
@@ -357,10 +354,7 @@ def _paligemma(gemma2: bool = False, image_size: int = 32, patch: int = 8) -> tu
     cfg = PaliGemmaConfig(
         vision_config=dict(
             model_type="siglip_vision_model",
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
+            **_VISION,
             image_size=image_size,
             patch_size=patch,
             vision_use_head=False,
