@@ -408,6 +408,36 @@ def eval_cmd(
         atomic_write_json(json_out, {"env": env, "model": model, "episodes": episodes, **m})
 
 
+@app.command("filter-report")
+def filter_report_cmd(
+    model: str = typer.Argument(..., help="A run folder (its last checkpoint and filter) or a saved policy."),
+    data: str = typer.Option(None, "--data", help="Logged turns to score (default: the run's offline data)."),
+    turns: int = typer.Option(64, min=1, help="Turns drawn from the data."),
+    seed: int = typer.Option(0, help="Seed of the draw."),
+) -> None:
+    """Which logged response tokens pass the AFSFT filter, position by position (the critic's view)."""
+    from vlmq.algo.afsft import AFSFTConfig
+    from vlmq.models.policy import Policy
+    from vlmq.train.checkpoint import latest_checkpoint
+    from vlmq.train.config import TrainConfig
+    from vlmq.train.filter_report import filter_report, format_report, sample_turns
+
+    path = Path(model)
+    ckpt = latest_checkpoint(path) if path.is_dir() else None
+    run_cfg = TrainConfig.load(path / "config.json") if (path / "config.json").is_file() else None
+    loss = run_cfg.loss if run_cfg else AFSFTConfig()
+    data = data or (run_cfg.data if run_cfg else None)
+    if data is None:
+        _fail("give --data (the model is not a run folder with offline data)")
+    try:
+        samples = sample_turns(data, turns, seed)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    policy = Policy.from_pretrained(str(ckpt / "policy") if ckpt else model)
+    typer.echo(f"{len(samples)} turns of {data}; filter {loss.filter} (threshold {loss.threshold})")
+    typer.echo(format_report(filter_report(policy, samples, loss)))
+
+
 @app.command()
 def plot(
     runs: list[Path] = typer.Argument(..., help="Run folders to overlay."),
