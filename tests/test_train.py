@@ -36,9 +36,11 @@ def test_pipeline_collect_train_eval_plot(tmp_path: Path, tiny_base: Path) -> No
         args = ["train", "--env", "gym_cards/NumberLine", "--model", str(tiny_base), "--data", str(data)]
         args += ["--filter", filt, "--steps", "8", "--batch-size", "4", "--eval-every", "4", "--lr", "1e-3"]
         args += ["--eval-episodes", "3", "--checkpoint-every", "4", "--out", str(run), "--quiet"]
+        args += ["--threshold", "0.01"] if filt == "binary" else []
         r = runner.invoke(app, args)
         assert r.exit_code == 0, r.output
         assert "greedy/success_rate" in r.output
+        assert TrainConfig.load(run / "config.json").loss.threshold == (0.01 if filt == "binary" else 0.0)
         summary = json.loads((run / "summary.json").read_text())
         assert summary["steps"] == 8 and summary["filter"] == filt
         assert [e["step"] for e in summary["evals"]] == [0, 4, 8]

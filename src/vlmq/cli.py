@@ -283,6 +283,9 @@ def train(
     lr: float = typer.Option(1e-4, help="AdamW learning rate."),
     gamma: float = typer.Option(0.9, help="Discount between turns."),
     beta: float = typer.Option(1.0, help="Exp filter temperature."),
+    threshold: float = typer.Option(
+        0.0, help="Binary filter: imitate a token when its advantage is at least this (ties pass)."
+    ),
     target: str = typer.Option("polyak", help="Target critic: polyak or online (detached)."),
     tau: float = typer.Option(0.05, help="Polyak rate of the target critic."),
     lora_r: int = typer.Option(16, help="LoRA rank."),
@@ -351,7 +354,7 @@ def train(
         run = out or Path("runs") / f"{env.replace('/', '-')}-{filter}-seed{seed}"
         cfg = TrainConfig(
             env=env, model=model, data=data, out=str(run), seed=seed,
-            loss=AFSFTConfig(filter=filter, gamma=gamma, beta=beta),  # type: ignore[arg-type]
+            loss=AFSFTConfig(filter=filter, gamma=gamma, beta=beta, threshold=threshold),  # type: ignore[arg-type]
             target=target, tau=tau, lr=lr, batch_size=batch_size, grad_accum=grad_accum,  # type: ignore[arg-type]
             steps=steps if data else 0, lora_r=lora_r, lora_alpha=2 * lora_r, max_new_tokens=max_new_tokens,
             eval_every=eval_every, eval_episodes=eval_episodes, checkpoint_every=checkpoint_every,
