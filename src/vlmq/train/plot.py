@@ -17,15 +17,23 @@ DEFAULT_METRICS = (
 
 
 def plot_runs(
-    runs: list[Path], out: Path, metrics: tuple[str, ...] = DEFAULT_METRICS, labels: list[str] | None = None
+    runs: list[Path],
+    out: Path,
+    metrics: tuple[str, ...] = DEFAULT_METRICS,
+    labels: list[str] | None = None,
+    groups: list[str] | None = None,
 ) -> Path:
-    """Draw ``metrics`` (rows) for every run (lines) into one PNG at ``out``; returns its path."""
+    """Draw ``metrics`` (rows) for every run (lines) into one PNG at ``out``; returns its path.
+
+    ``groups`` (one name per run, e.g. the condition) gives the runs of a group one colour and
+    tells them apart by line style (e.g. the seeds)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     labels = labels or [_label(r) for r in runs]
+    styles = _styles(groups or [str(i) for i in range(len(runs))])
     records = [read_metrics(r) for r in runs]
     present = [m for m in metrics if any(m in rec for recs in records for rec in recs)]
     if not present:
@@ -34,11 +42,11 @@ def plot_runs(
     rows = (len(present) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 3.2 * rows), squeeze=False)
     for ax, metric in zip(axes.flat, present, strict=False):
-        for label, recs in zip(labels, records, strict=True):
+        for label, recs, style in zip(labels, records, styles, strict=True):
             pts = [(r["step"], r[metric]) for r in recs if r.get(metric) is not None]
             if pts:
                 xs, ys = zip(*pts, strict=True)
-                ax.plot(xs, ys, marker="o" if len(pts) < 30 else None, ms=3, label=label)
+                ax.plot(xs, ys, marker="o" if len(pts) < 30 else None, ms=3, label=label, **style)
         ax.set_title(metric)
         ax.set_xlabel("optimizer step")
         ax.grid(alpha=0.3)
@@ -49,6 +57,17 @@ def plot_runs(
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=90)
     plt.close(fig)
+    return out
+
+
+def _styles(groups: list[str]) -> list[dict[str, str]]:
+    """Colour per group (in order of first appearance), line style per member of a group."""
+    order = list(dict.fromkeys(groups))
+    seen: dict[str, int] = {}
+    out = []
+    for g in groups:
+        k = seen[g] = seen.get(g, -1) + 1
+        out.append({"color": f"C{order.index(g) % 10}", "linestyle": ("-", "--", ":", "-.")[k % 4]})
     return out
 
 

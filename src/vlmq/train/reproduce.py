@@ -352,9 +352,10 @@ def curves(cfg: ReproduceConfig, task: str, seeds: list[int]) -> Path:
 
     runs = [run_dir(cfg, task, name, seed) for name in RUNS for seed in seeds]
     labels = [f"{name} s{seed}" for name in RUNS for seed in seeds]
+    groups = [name for name in RUNS for _ in seeds]
     metrics = ("eval/greedy/success_rate", "eval/greedy/valid_rate", "train/filter_pass_frac")
     out = Path(cfg.out) / "curves" / f"{task.replace('/', '-')}.png"
-    return plot_runs(runs, out, metrics=metrics, labels=labels)
+    return plot_runs(runs, out, metrics=metrics, labels=labels, groups=groups)
 
 
 def format_table(results: dict[str, Any]) -> str:
