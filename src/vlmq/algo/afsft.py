@@ -87,6 +87,11 @@ def state_values(logits: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return m.squeeze(-1) + (pi * (q - m)).sum(-1)
 
 
+def taken(values: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """``values[..., actions]`` (float): the value of each logged token, e.g. ``Q(s,a)`` or ``log pi(a|s)``."""
+    return values.float().gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+
+
 def advantages(logits: torch.Tensor, q: torch.Tensor, q_taken: torch.Tensor) -> torch.Tensor:
     """``A = Q(s,a) - V(s)``, computed as ``sum_b pi(b|s) (Q(s,a) - Q(s,b))`` (equal, as ``pi`` sums
     to 1): exactly 0 wherever the Q-values are equal (e.g. a freshly initialised critic), where
@@ -170,9 +175,8 @@ def afsft_loss(
 ) -> LossOutput:
     """The full AFSFT objective ``L_actor + c * L_critic`` and its diagnostics (see module docstring)."""
     mask = mask.bool()
-    idx = actions.long().unsqueeze(-1)
-    logp_taken = torch.log_softmax(logits.float(), dim=-1).gather(-1, idx).squeeze(-1)
-    q_taken = q.float().gather(-1, idx).squeeze(-1)
+    logp_taken = taken(torch.log_softmax(logits.float(), dim=-1), actions)
+    q_taken = taken(q, actions)
 
     v_target = state_values(logits, q_target.detach())
     target = td_targets(

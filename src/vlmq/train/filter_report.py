@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlmq.algo.afsft import AFSFTConfig, advantages, filter_weights
+from vlmq.algo.afsft import AFSFTConfig, advantages, filter_weights, taken
 
 
 @dataclass
@@ -43,7 +43,7 @@ def filter_report(
     """Per response position, what the filter of ``cfg`` does with the logged tokens of ``samples``
     (:class:`~vlmq.data.batches.TurnSample`) under ``policy``'s actor and critic (see module docstring)."""
     from vlmq.data.batches import make_batch
-    from vlmq.train.objective import gather_positions, response_positions
+    from vlmq.train.objective import logged_actions, response_positions
 
     was_training = policy.training
     policy.eval()
@@ -51,14 +51,12 @@ def filter_report(
     try:
         for start in range(0, len(samples), batch_size):
             inputs = make_batch(policy, samples[start : start + batch_size]).inputs
-            ids = inputs["input_ids"]
             state_pos, mask = response_positions(inputs["response_mask"])
             out = policy(inputs, state_pos)
-            actions = gather_positions(ids, (state_pos + 1).clamp(max=ids.shape[1] - 1))
-            q_taken = out.q.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
-            adv = advantages(out.logits, out.q, q_taken)
+            actions = logged_actions(inputs["input_ids"], state_pos)
+            adv = advantages(out.logits, out.q, taken(out.q, actions))
             w = filter_weights(adv, cfg.filter, cfg.threshold, cfg.beta, cfg.w_max)
-            pi = torch.softmax(out.logits.float(), -1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+            pi = taken(torch.softmax(out.logits.float(), -1), actions)
             for b, j in mask.nonzero().tolist():
                 row = (int(actions[b, j]), float(w[b, j] > 0), float(adv[b, j]), float(pi[b, j]))
                 per_pos.setdefault(j, []).append(row)

@@ -39,6 +39,11 @@ def gather_positions(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     return x.gather(1, idx)
 
 
+def logged_actions(ids: torch.Tensor, state_pos: torch.Tensor) -> torch.Tensor:
+    """The logged token of each response state: the one after ``state_pos`` (``[B, L]``)."""
+    return gather_positions(ids, (state_pos + 1).clamp(max=ids.shape[1] - 1))
+
+
 @torch.no_grad()
 def next_state_values(policy: Any, next_inputs: dict[str, torch.Tensor], use_target: bool) -> torch.Tensor:
     """``V'(s^0)`` at the last position of each (left-padded) prompt-only sequence."""
@@ -63,7 +68,7 @@ def compute_loss(policy: Any, batch: Any, cfg: AFSFTConfig, use_target: bool = T
     logits, q, q_target = policy(inputs, state_pos)  # [B, L, V] each
     if not use_target:
         q_target = q.detach()
-    actions = gather_positions(ids, (state_pos + 1).clamp(max=ids.shape[1] - 1))
+    actions = logged_actions(ids, state_pos)
 
     has_next = batch.has_next.to(device).bool()
     next_index = batch.next_index.to(device).long()

@@ -62,12 +62,12 @@ def plot_runs(
 
 def _styles(groups: list[str]) -> list[dict[str, str]]:
     """Colour per group (in order of first appearance), line style per member of a group."""
-    order = list(dict.fromkeys(groups))
+    colour = {g: f"C{i % 10}" for i, g in enumerate(dict.fromkeys(groups))}
     seen: dict[str, int] = {}
     out = []
     for g in groups:
         k = seen[g] = seen.get(g, -1) + 1
-        out.append({"color": f"C{order.index(g) % 10}", "linestyle": ("-", "--", ":", "-.")[k % 4]})
+        out.append({"color": colour[g], "linestyle": ("-", "--", ":", "-.")[k % 4]})
     return out
 
 
