@@ -12,6 +12,7 @@ from vlmq.algo.afsft import (
     AFSFTConfig,
     advantages,
     afsft_loss,
+    conservative_penalty,
     filter_weights,
     state_values,
     td_targets,
@@ -225,3 +226,45 @@ def test_huber_critic() -> None:
     errs = [3 - 1.75, 1 - 1.5, 2 - 1.0]
     hub = [0.5 * e * e if abs(e) <= 1 else abs(e) - 0.5 for e in errs]
     assert out.critic_loss.item() == pytest.approx(sum(hub) / 3)
+
+
+def test_conservative_term_by_hand_and_its_gradient() -> None:
+    ep = _two_turn_episode()
+    q = ep["q"].clone().requires_grad_(True)
+    q_taken = q.gather(-1, ep["actions"].unsqueeze(-1)).squeeze(-1)
+    pen = conservative_penalty(q, q_taken, ep["mask"])
+    gaps = [math.log(math.exp(1) + math.exp(2) + math.exp(3)) - 3, math.log(1 + math.exp(4) + math.e) - 1,
+            math.log(1 + math.exp(2) + math.e) - 2]  # fmt: skip
+    assert pen.item() == pytest.approx(sum(gaps) / 3)
+    pen.backward()
+    assert q.grad is not None
+    soft = torch.softmax(ep["q"][0, 0], -1) / 3
+    assert q.grad[0, 0].tolist() == pytest.approx((soft - torch.tensor([0.0, 0.0, 1 / 3])).tolist())
+    assert q.grad[1, 1].abs().sum() == 0  # padding
+    base = afsft_loss(cfg=AFSFTConfig(gamma=0.5), **ep)
+    cons = afsft_loss(cfg=AFSFTConfig(gamma=0.5, conservative=0.3), **ep)
+    assert cons.critic_loss.item() == pytest.approx(base.critic_loss.item() + 0.3 * sum(gaps) / 3)
+    assert cons.actor_loss.item() == base.actor_loss.item()
+    assert cons.metrics["conservative_gap"] == pytest.approx(sum(gaps) / 3)
+    assert "conservative_gap" not in base.metrics
+
+
+@pytest.mark.parametrize("conservative", [0.0, 0.5])
+def test_conservative_term_lifts_a_forced_token_above_extrapolated_values(conservative: float) -> None:
+    """One state where the data always logs token 0 (return 1); the policy leaves 0.2 of its mass on
+    token 1, which the data never logs there and whose Q starts a little higher (extrapolated). Plain TD
+    never corrects Q(s, 1), so the logged token's advantage stays negative and the binary filter drops
+    it; the conservative term lowers Q(s, 1) until the logged token passes."""
+    logits = torch.tensor([[[0.8, 0.2, 1e-9]]]).log()
+    q = torch.tensor([[[1.0, 1.05, 1.0]]], requires_grad=True)
+    actions, mask = torch.tensor([[0]]), torch.tensor([[True]])
+    one, no = torch.ones(1), torch.zeros(1, dtype=torch.bool)
+    opt = torch.optim.SGD([q], lr=0.5)
+    cfg = AFSFTConfig(conservative=conservative)
+    for _ in range(50):
+        out = afsft_loss(logits, q, q.detach(), actions, mask, one, ~no, torch.zeros(1), no, cfg)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+    out = afsft_loss(logits, q, q.detach(), actions, mask, one, ~no, torch.zeros(1), no, cfg)
+    assert out.metrics["filter_pass_frac"] == (1.0 if conservative else 0.0)

@@ -36,11 +36,12 @@ def test_pipeline_collect_train_eval_plot(tmp_path: Path, tiny_base: Path) -> No
         args = ["train", "--env", "gym_cards/NumberLine", "--model", str(tiny_base), "--data", str(data)]
         args += ["--filter", filt, "--steps", "8", "--batch-size", "4", "--eval-every", "4", "--lr", "1e-3"]
         args += ["--eval-episodes", "3", "--checkpoint-every", "4", "--out", str(run), "--quiet"]
-        args += ["--threshold", "0.01"] if filt == "binary" else []
+        args += ["--threshold", "0.01", "--conservative", "0.1"] if filt == "binary" else []
         r = runner.invoke(app, args)
         assert r.exit_code == 0, r.output
         assert "greedy/success_rate" in r.output
-        assert TrainConfig.load(run / "config.json").loss.threshold == (0.01 if filt == "binary" else 0.0)
+        loss = TrainConfig.load(run / "config.json").loss
+        assert (loss.threshold, loss.conservative) == ((0.01, 0.1) if filt == "binary" else (0.0, 0.0))
         summary = json.loads((run / "summary.json").read_text())
         assert summary["steps"] == 8 and summary["filter"] == filt
         assert [e["step"] for e in summary["evals"]] == [0, 4, 8]
@@ -172,6 +173,14 @@ def test_refuses_to_overwrite_a_run(tmp_path: Path, tiny_base: Path, random_data
     Learner(cfg, show_progress=False).run()
     with pytest.raises(FileExistsError, match="--resume"):
         Learner(cfg, show_progress=False)
+
+
+def test_bad_loss_options_are_clear_errors(tmp_path: Path, random_data: Path) -> None:
+    args = ["train", "--env", "gym_cards/NumberLine", "--model", "tiny", "--data", str(random_data)]
+    args += ["--out", str(tmp_path / "r")]
+    r = CliRunner().invoke(app, [*args, "--conservative", "-1"])
+    assert r.exit_code == 1 and "--conservative must be >= 0" in r.output
+    assert not (tmp_path / "r").exists()
 
 
 def test_grad_accumulation_averages_micro_batches(tmp_path: Path, tiny_base: Path, random_data: Path) -> None:

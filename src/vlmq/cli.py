@@ -286,6 +286,9 @@ def train(
     threshold: float = typer.Option(
         0.0, help="Binary filter: imitate a token when its advantage is at least this (ties pass)."
     ),
+    conservative: float = typer.Option(
+        0.0, help="Weight of a conservative (CQL) critic term that lowers the Q of tokens the data does not log."
+    ),
     target: str = typer.Option("polyak", help="Target critic: polyak or online (detached)."),
     tau: float = typer.Option(0.05, help="Polyak rate of the target critic."),
     lora_r: int = typer.Option(16, help="LoRA rank."),
@@ -347,6 +350,8 @@ def train(
             _fail(f"--target must be polyak or online, not {target!r}")
         if data is None and not online:
             _fail("give --data (offline) and/or --online")
+        if conservative < 0:
+            _fail(f"--conservative must be >= 0, not {conservative}")
         if online_mode not in ("sync", "async"):
             _fail(f"--online-mode must be sync or async, not {online_mode!r}")
         if dtype not in (None, "float32", "bfloat16", "float16"):
@@ -354,7 +359,9 @@ def train(
         run = out or Path("runs") / f"{env.replace('/', '-')}-{filter}-seed{seed}"
         cfg = TrainConfig(
             env=env, model=model, data=data, out=str(run), seed=seed,
-            loss=AFSFTConfig(filter=filter, gamma=gamma, beta=beta, threshold=threshold),  # type: ignore[arg-type]
+            loss=AFSFTConfig(
+                filter=filter, gamma=gamma, beta=beta, threshold=threshold, conservative=conservative,  # type: ignore[arg-type]
+            ),
             target=target, tau=tau, lr=lr, batch_size=batch_size, grad_accum=grad_accum,  # type: ignore[arg-type]
             steps=steps if data else 0, lora_r=lora_r, lora_alpha=2 * lora_r, max_new_tokens=max_new_tokens,
             eval_every=eval_every, eval_episodes=eval_episodes, checkpoint_every=checkpoint_every,

@@ -21,6 +21,10 @@ of the row). At column ``j`` the state is ``s^j = (prompt, y^{<j})`` and the act
 token's target is ``r + gamma * (1 - terminated) * V'(s_{t+1}^0)``. A time-limit truncation is not a
 termination: it bootstraps from the final observation (``has_next``).
 
+**Conservative term (optional).** ``conservative * mean_j (logsumexp_b Q(s^j, b) - Q(s^j, a_j))``
+(CQL) is added to the critic loss: it pushes down the Q of tokens the data does not log at a state, so
+values extrapolated to tokens logged elsewhere do not make a forced token's advantage negative.
+
 **Actor.** ``L = -sum_j w_j log pi(a_j|s_j) / max(1, #logged tokens)`` with ``w = f(stopgrad(A))``,
 ``A = Q(s,a) - V(s)`` and the filter ``f``: ``binary`` ``1[A >= threshold]`` (AFSFT), ``exp``
 ``min(exp(beta A), w_max)`` (AWR) or ``none`` ``1`` (exactly SFT). Ties pass the binary filter: a token
@@ -62,6 +66,8 @@ class AFSFTConfig:
     """Use a Huber critic loss with this delta instead of the squared error."""
     reward_scale: float = 1.0
     """Rewards are multiplied by this before the TD target."""
+    conservative: float = 0.0
+    """Weight of the conservative critic term (CQL, see module docstring); 0 = off."""
     extra: dict[str, float] = field(default_factory=dict)
 
 
@@ -161,6 +167,14 @@ def critic_loss(
     return (err * m).sum() / m.sum().clamp(min=1.0)
 
 
+def conservative_penalty(q: torch.Tensor, q_taken: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """CQL's regulariser: mean over logged tokens of ``logsumexp_b Q(s,b) - Q(s,a)``. Its gradient
+    lowers every token's Q in proportion to ``softmax(Q)`` and raises the logged token's by the rest."""
+    m = mask.float()
+    gap = torch.logsumexp(q.float(), dim=-1) - q_taken
+    return (gap * m).sum() / m.sum().clamp(min=1.0)
+
+
 def afsft_loss(
     logits: torch.Tensor,
     q: torch.Tensor,
@@ -184,15 +198,19 @@ def afsft_loss(
         cfg.gamma, cfg.gamma_token, cfg.reward_scale,
     )  # fmt: skip
     l_critic = critic_loss(q_taken, target, mask, cfg.huber_delta)
+    gap = conservative_penalty(q, q_taken, mask) if cfg.conservative else None
+    if gap is not None:
+        l_critic = l_critic + cfg.conservative * gap
 
     with torch.no_grad():
         advantage = advantages(logits, q.detach(), q_taken.detach())
         weights = filter_weights(advantage, cfg.filter, cfg.threshold, cfg.beta, cfg.w_max)
     l_actor = actor_loss(logp_taken, weights, mask)
     loss = l_actor + cfg.critic_coef * l_critic
-    return LossOutput(
-        loss, l_actor, l_critic, _metrics(mask, advantage, weights, q_taken, target, logp_taken)
-    )
+    metrics = _metrics(mask, advantage, weights, q_taken, target, logp_taken)
+    if gap is not None:
+        metrics["conservative_gap"] = float(gap.detach())
+    return LossOutput(loss, l_actor, l_critic, metrics)
 
 
 @torch.no_grad()
