@@ -15,6 +15,7 @@ from vlmq.algo.afsft import (
     conservative_penalty,
     filter_weights,
     state_values,
+    taken,
     td_targets,
 )  # fmt: skip
 
@@ -231,8 +232,7 @@ def test_huber_critic() -> None:
 def test_conservative_term_by_hand_and_its_gradient() -> None:
     ep = _two_turn_episode()
     q = ep["q"].clone().requires_grad_(True)
-    q_taken = q.gather(-1, ep["actions"].unsqueeze(-1)).squeeze(-1)
-    pen = conservative_penalty(q, q_taken, ep["mask"])
+    pen = conservative_penalty(q, taken(q, ep["actions"]), ep["mask"])
     gaps = [math.log(math.exp(1) + math.exp(2) + math.exp(3)) - 3, math.log(1 + math.exp(4) + math.e) - 1,
             math.log(1 + math.exp(2) + math.e) - 2]  # fmt: skip
     assert pen.item() == pytest.approx(sum(gaps) / 3)
