@@ -3,7 +3,8 @@
 Scripted policies (``random``, ``expert``, ``noisy``) ask each env for its action and "write" it as
 ``format_response(action)``. The ``model`` policy batches the observations of all running envs into
 ONE ``policy.generate`` call per step; ``parse_agent`` extracts the action (``""`` when it finds none,
-which the env scores as invalid). Episode ``k`` is reset with seed ``seed + k``.
+which the env scores as invalid) and the turn keeps the sampled token ids and whether the generation
+finished, so the learner trains on exactly those tokens. Episode ``k`` is reset with seed ``seed + k``.
 """
 
 from __future__ import annotations
@@ -139,6 +140,8 @@ def collect(
         while slot_ep:
             active = sorted(slot_ep)
             prompts = [build_prompt(task, slot_obs[i]["text"], cot=cot) for i in active]
+            ids: list[list[int] | None] = [None] * len(active)
+            done: list[bool | None] = [None] * len(active)
             if policy == "model":
                 gens = model.generate(
                     [slot_obs[i]["image"] for i in active],
@@ -147,6 +150,8 @@ def collect(
                     max_new_tokens=max_new_tokens,
                 )
                 responses = [g.text for g in gens]
+                ids = [[int(t) for t in g.token_ids] for g in gens]
+                done = [bool(g.finished) for g in gens]
                 actions = [parse_agent(r) or "" for r in responses]
                 for r, a in zip(responses, actions, strict=True):
                     if len(stats.samples) < max_samples:
@@ -156,8 +161,8 @@ def collect(
                 responses = [format_response(a) for a in actions]
             results = venv.step(actions, indices=active)
             finished: list[int] = []
-            for i, prompt, resp, (obs, reward, term, trunc, info) in zip(
-                active, prompts, responses, results, strict=True
+            for i, prompt, resp, resp_ids, resp_done, (obs, reward, term, trunc, info) in zip(
+                active, prompts, responses, ids, done, results, strict=True
             ):
                 ep = slot_ep[i]
                 ep.turns.append(
@@ -171,6 +176,8 @@ def collect(
                         reward=float(reward),
                         terminated=bool(term),
                         truncated=bool(trunc),
+                        response_ids=resp_ids,
+                        response_finished=resp_done,
                     )
                 )
                 ep.strict_success = ep.strict_success or bool(info.get("strict_success"))

@@ -2,6 +2,10 @@
 
 Datasets are model-agnostic: ``prompt`` is the user message of :func:`vlmq.models.prompts.build_prompt`
 and ``response`` the raw text the agent wrote; tokenisation happens at training time, per model.
+A model-written turn also keeps the token ids it sampled (``response_ids``) and whether it emitted a
+stop token (``response_finished``): re-tokenising decoded text need not give the sampled ids back, and
+a cut-off generation must not be trained as if closed. Both are null for scripted turns and are
+*optional columns*: shards written before them load with nulls (same schema version).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ class DataError(ValueError):
 
 def features() -> Any:
     """The ``datasets.Features`` of a turn row."""
-    from datasets import Features, Value
+    from datasets import Features, List, Value
 
     return Features(
         {
@@ -46,6 +50,8 @@ def features() -> Any:
             "episode_return": Value("float32"),
             "final_image": Value("binary"),
             "final_prompt": Value("string"),
+            "response_ids": List(Value("int32")),
+            "response_finished": Value("bool"),
         }
     )
 
@@ -74,23 +80,26 @@ def check_schema(schema: Any, where: str) -> None:
             f"this vlmq reads version {SCHEMA_VERSION}"
         )
     expected = arrow_schema()
-    missing = [c for c in COLUMNS if c not in schema.names]
+    missing = [c for c in REQUIRED_COLUMNS if c not in schema.names]
     if missing:
         raise DataError(f"{where}: not a vlmq episode shard (missing columns {', '.join(missing)})")
     wrong = [
         f"{c} is {schema.field(c).type}, expected {expected.field(c).type}"
         for c in COLUMNS
-        if not schema.field(c).type.equals(expected.field(c).type)
+        if c in schema.names and not schema.field(c).type.equals(expected.field(c).type)
     ]
     if wrong:
         raise DataError(f"{where}: wrong column types ({'; '.join(wrong)})")
 
 
-COLUMNS: tuple[str, ...] = (
+REQUIRED_COLUMNS: tuple[str, ...] = (
     "schema_version", "episode_id", "turn", "env_id", "source", "seed", "image", "obs_text", "prompt",
     "response", "action", "valid", "reward", "terminated", "truncated", "success", "strict_success",
     "episode_return", "final_image", "final_prompt",
 )  # fmt: skip
+OPTIONAL_COLUMNS: tuple[str, ...] = ("response_ids", "response_finished")
+"""Columns added after version 1 was released: a shard without them reads them as nulls."""
+COLUMNS: tuple[str, ...] = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -111,7 +120,11 @@ def decode_png(data: bytes, where: str = "image") -> np.ndarray:
 
 @dataclass
 class Turn:
-    """One agent turn: what it saw, what it wrote, what happened."""
+    """One agent turn: what it saw, what it wrote, what happened.
+
+    ``response_ids``: the token ids a model sampled (incl. its stop token when it emitted one, then
+    ``response_finished``), ``None`` for a scripted turn (trained as its text + end-of-turn token).
+    """
 
     image: np.ndarray
     obs_text: str
@@ -122,6 +135,8 @@ class Turn:
     reward: float
     terminated: bool = False
     truncated: bool = False
+    response_ids: list[int] | None = None
+    response_finished: bool | None = None
 
 
 @dataclass
@@ -173,6 +188,8 @@ class Episode:
                     if i == last and self.final_image is not None
                     else None,
                     "final_prompt": self.final_prompt if i == last else None,
+                    "response_ids": None if t.response_ids is None else [int(x) for x in t.response_ids],
+                    "response_finished": None if t.response_finished is None else bool(t.response_finished),
                 }
             )
         return out
@@ -193,6 +210,8 @@ class Episode:
                 reward=float(r["reward"]),
                 terminated=bool(r["terminated"]),
                 truncated=bool(r["truncated"]),
+                response_ids=r.get("response_ids"),
+                response_finished=r.get("response_finished"),
             )
             for r in rows
         ]

@@ -30,7 +30,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vlmq.data.schema import SCHEMA_VERSION, DataError, Episode, arrow_schema, check_schema
+from vlmq.data.schema import (
+    OPTIONAL_COLUMNS,
+    SCHEMA_VERSION,
+    DataError,
+    Episode,
+    arrow_schema,
+    check_schema,
+)
 from vlmq.utils.io import atomic_write_json, fsync_dir
 
 _SHARD = re.compile(r"^shard-(\d{5,})\.parquet$")
@@ -144,12 +151,19 @@ class EpisodeStore:
         return pf
 
     def read_table(self, shard: Path, columns: Sequence[str] | None = None) -> pa.Table:
-        """One shard as an Arrow table (schema checked)."""
+        """One shard as an Arrow table (schema checked); optional columns the shard predates
+        (:data:`~vlmq.data.schema.OPTIONAL_COLUMNS`) come back as nulls."""
         pf = self._open(shard)
+        have = set(pf.schema_arrow.names)
+        wanted = list(dict.fromkeys(columns or [*pf.schema_arrow.names, *OPTIONAL_COLUMNS]))
+        absent = [c for c in OPTIONAL_COLUMNS if c in wanted and c not in have]
         try:
-            table = pf.read(columns=list(columns) if columns else None)
+            table = pf.read(columns=[c for c in wanted if c not in absent])
         except _READ_ERRORS as exc:
             raise DataError(f"{shard}: corrupted or truncated parquet ({_short(exc)})") from None
+        for c in absent:
+            field = arrow_schema().field(c)
+            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
         if "schema_version" in table.column_names and table.num_rows:
             versions = set(table.column("schema_version").to_pylist())
             if versions != {SCHEMA_VERSION}:
@@ -249,15 +263,21 @@ class EpisodeStore:
         }
 
     def to_hf(self) -> Any:
-        """The store as a ``datasets.Dataset`` (memory-mapped Arrow; images stay PNG bytes)."""
+        """The store as a ``datasets.Dataset`` (memory-mapped Arrow; images stay PNG bytes; read into
+        memory when some shard predates the optional columns)."""
         from datasets import Dataset
+        from datasets.table import InMemoryTable
 
         from vlmq.data.schema import features
 
         shards = self.shards()
         if not shards:
             return Dataset.from_list([], features=features())
-        return Dataset.from_parquet([str(s) for s in shards], features=features())
+        if all(set(OPTIONAL_COLUMNS) <= set(self._open(s).schema_arrow.names) for s in shards):
+            return Dataset.from_parquet([str(s) for s in shards], features=features())
+        # shards that predate the optional columns: read (in memory) with those filled in as nulls
+        table = pa.concat_tables([self.read_table(s).select(list(features())) for s in shards])
+        return Dataset(InMemoryTable(table.cast(arrow_schema())))
 
 
 def _index(shard: Path) -> int:
