@@ -172,6 +172,33 @@ def test_one_pass_over_prompt_and_answer_scores_what_generation_chose(
         assert chosen[b, : len(g.token_ids)].tolist() == g.token_ids
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_encode_of_sampled_ids_scores_what_generation_chose(tiny_dirs: dict[str, Path], arch: str) -> None:
+    """``encode(..., response_ids=...)``: the prompt tokens of the text path, then exactly the sampled
+    ids (no end-of-turn token added to a cut-off answer), and one pass over them gives the logits the
+    greedy ``generate`` chose from."""
+    pol = _load(tiny_dirs, arch)
+    _perturb(pol)
+    pol.eval()
+    images = _images(3)
+    gens = pol.generate(images, PROMPTS, greedy=True, max_new_tokens=4)
+    texts = [g.text for g in gens]
+    batch = pol.encode(images, PROMPTS, texts, response_ids=[g.token_ids for g in gens])
+    old = pol.encode(images, PROMPTS, texts)
+    rm = batch["response_mask"]
+    for b, g in enumerate(gens):
+        assert batch["input_ids"][b][rm[b]].tolist() == g.token_ids
+        n = int(rm[b].float().argmax())  # the first response position
+        assert batch["input_ids"][b, :n].tolist() == old["input_ids"][b, :n].tolist()
+        if "token_type_ids" in batch and _spec(arch).prefix_lm:
+            assert bool(batch["token_type_ids"][b][rm[b]].all())
+    with torch.no_grad():
+        logits = pol.actor_logits(pol.hidden(batch))
+    for b, g in enumerate(gens):
+        pos = rm[b].nonzero()[:, 0] - 1  # the state before each response token
+        assert logits[b, pos].argmax(-1).tolist() == g.token_ids
+
+
 @pytest.mark.parametrize("arch", ["idefics3", "qwen2_vl"])
 def test_generation_stops_at_end_of_turn_and_seeds(tiny_dirs: dict[str, Path], arch: str) -> None:
     pol = _load(tiny_dirs, arch)

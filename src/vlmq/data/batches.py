@@ -14,7 +14,9 @@ resumes the exact same stream. :func:`make_batch` tokenises samples with ``polic
 The policy contract (docs/design.md): ``encode(images, prompts, responses)`` returns right-padded
 tensors with ``input_ids``, ``attention_mask`` and ``response_mask`` (plus vision inputs);
 ``encode(images, prompts)`` returns the prompt-only layout, left padded, whose last position is the
-state before the first response token.
+state before the first response token. When some turn of a batch holds the token ids its model
+sampled, ``make_batch`` also passes ``response_ids`` (``None`` for text-only rows): those rows' response
+is exactly those ids (a stop token only if the generation emitted one).
 """
 
 from __future__ import annotations
@@ -32,13 +34,18 @@ from vlmq.data.store import EpisodeStore
 
 SAMPLE_COLUMNS = (
     "episode_id", "turn", "image", "prompt", "response", "reward", "terminated", "truncated",
-    "final_image", "final_prompt",
+    "final_image", "final_prompt", "response_ids", "response_finished",
 )  # fmt: skip
 
 
 @dataclass
 class TurnSample:
-    """One logged turn (images still PNG bytes) and its bootstrap observation, if any."""
+    """One logged turn (images still PNG bytes) and its bootstrap observation, if any.
+
+    ``response_ids``: the sampled token ids of a model-written turn (``None``: scripted, or data
+    written before ids were stored), trained as they are; ``response_finished``: whether they end
+    with the model's stop token.
+    """
 
     image: bytes
     prompt: str
@@ -49,6 +56,8 @@ class TurnSample:
     next_image: bytes | None
     next_prompt: str | None
     where: str = "dataset"
+    response_ids: list[int] | None = None
+    response_finished: bool | None = None
 
 
 @dataclass
@@ -140,15 +149,20 @@ def samples_from_rows(rows: Iterable[dict[str, Any]], where: str = "dataset") ->
                 next_image=next_image,
                 next_prompt=next_prompt,
                 where=f"{where}: episode {ep} turn {t}",
+                response_ids=r.get("response_ids"),
+                response_finished=r.get("response_finished"),
             )
         )
     return out
 
 
 def make_batch(policy: Any, samples: Sequence[TurnSample]) -> TrainBatch:
-    """Decode images and tokenise ``samples`` with ``policy.encode`` (see :class:`TrainBatch`)."""
+    """Decode images and tokenise ``samples`` with ``policy.encode`` (see :class:`TrainBatch`); turns
+    with stored ``response_ids`` are encoded from those ids, the others from their text."""
     images = [decode_png(s.image, s.where) for s in samples]
-    inputs = policy.encode(images, [s.prompt for s in samples], [s.response for s in samples])
+    ids = [s.response_ids for s in samples]
+    extra = {"response_ids": ids} if any(x is not None for x in ids) else {}
+    inputs = policy.encode(images, [s.prompt for s in samples], [s.response for s in samples], **extra)
     with_next = [i for i, s in enumerate(samples) if s.next_image is not None]
     next_index = torch.full((len(samples),), -1, dtype=torch.long)
     next_inputs = None

@@ -97,7 +97,8 @@ class HeadOutputs(NamedTuple):
 @dataclass
 class Generation:
     """One generated response: decoded ``text`` (special tokens skipped) and its ``token_ids``
-    (no padding; the end-of-turn token is included when it was produced, then ``finished``)."""
+    (no padding; the stop token, end-of-turn or eos, is included when it was produced, then
+    ``finished``; else the answer was cut off at ``max_new_tokens``)."""
 
     text: str
     token_ids: list[int]
@@ -221,6 +222,11 @@ class Policy(nn.Module):
         gen_eos = getattr(getattr(base, "generation_config", None), "eos_token_id", None)
         stops.update([gen_eos] if isinstance(gen_eos, int) else list(gen_eos or []))
         self.stop_token_ids: list[int] = sorted(stops)
+        keys = ("image_token_id", "image_token_index", "video_token_id")
+        holders = {getattr(base.config, k, None) for k in keys}
+        self.placeholder_token_ids: list[int] = sorted(int(t) for t in holders if isinstance(t, int))
+        """Image/video placeholder tokens: ``generate`` never samples them, as a response holding one
+        would not match the image features in the learner's pass over the stored ids."""
         pad = tok.pad_token_id
         self.pad_token_id: int = int(pad if pad is not None else self.eot_token_id)
         self._feature_cache: OrderedDict[int, torch.Tensor] = OrderedDict()
@@ -392,6 +398,7 @@ class Policy(nn.Module):
         images: Sequence[ImageLike],
         prompts: Sequence[str],
         responses: Sequence[str] | None = None,
+        response_ids: Sequence[Sequence[int] | None] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Tokenise a batch of turns (one image each) on :attr:`device`.
 
@@ -401,10 +408,15 @@ class Policy(nn.Module):
         response token. Always: ``input_ids``, ``attention_mask``, the vision inputs the model needs
         (``pixel_values``, ``image_grid_thw``, ``mm_token_type_ids``, ...) and ``image_hash [B]``.
         Response text is tokenised on its own and appended to the prompt ids, exactly as a generated
-        response follows its prompt.
+        response follows its prompt. A row whose ``response_ids[b]`` is not ``None`` (the ids a model
+        sampled, :attr:`Generation.token_ids`) gets exactly those ids as its response instead, with no
+        end-of-turn token added: a cut-off generation stays open, a finished one already ends with
+        its stop token. The prompt tokens are the same either way.
         """
         if len(images) != len(prompts) or (responses is not None and len(responses) != len(prompts)):
             raise ValueError("images, prompts (and responses) must have the same length")
+        if response_ids is not None and (responses is None or len(response_ids) != len(prompts)):
+            raise ValueError("response_ids needs responses and one entry (or None) per prompt")
         pil = [to_pil(im) for im in images]
         texts = [self.render_prompt(p) for p in prompts]
         proc_images: list[Any] = [[im] for im in pil] if self.arch.nest_images else pil
@@ -417,8 +429,8 @@ class Policy(nn.Module):
             row = {k: enc[k][b][valid[b]] for k in keys}
             n_resp = 0
             if responses is not None:
-                ids = self.tokenizer(responses[b], add_special_tokens=False)["input_ids"]
-                ids = torch.tensor([*ids, self.eot_token_id], dtype=row["input_ids"].dtype)
+                ids = self._response_tokens(responses[b], None if response_ids is None else response_ids[b])
+                ids = torch.tensor(ids, dtype=row["input_ids"].dtype)
                 n_resp = len(ids)
                 for k in keys:
                     ext = ids if k == "input_ids" else torch.zeros(n_resp, dtype=row[k].dtype)
@@ -448,6 +460,16 @@ class Policy(nn.Module):
                 out[k] = v
         out["image_hash"] = torch.tensor([image_hash(im) for im in pil], dtype=torch.long)
         return {k: v.to(self.device) for k, v in out.items()}
+
+    def _response_tokens(self, text: str, sampled: Sequence[int] | None) -> list[int]:
+        """A response's training tokens: ``sampled`` ids as they are, else ``text`` + end-of-turn."""
+        if sampled is None:
+            return [*self.tokenizer(text, add_special_tokens=False)["input_ids"], self.eot_token_id]
+        ids = [int(t) for t in sampled]
+        bad = [t for t in ids if not 0 <= t < self.vocab_size or t in self.placeholder_token_ids]
+        if bad:
+            raise ValueError(f"response ids {bad} are outside the vocabulary or image placeholders")
+        return ids
 
     # ------------------------------------------------------------------ backbone and heads
     def _model_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -566,8 +588,9 @@ class Policy(nn.Module):
         """Answer a batch of (image, prompt) turns in one KV-cached ``generate`` call (left padded).
 
         Image features go through the feature cache (when enabled), so the learner's later pass over
-        the same turn skips the vision tower. Stops each row at the end-of-turn token or eos. ``greedy`` (or ``temperature <= 0``) takes the
-        argmax; otherwise samples with ``temperature`` and nucleus ``top_p``; ``seed`` makes sampling
+        the same turn skips the vision tower. Stops each row at the end-of-turn token or eos; never
+        samples an image placeholder token. ``greedy`` (or ``temperature <= 0``) takes the argmax;
+        otherwise samples with ``temperature`` and nucleus ``top_p``; ``seed`` makes sampling
         reproducible without touching the global RNG.
         """
         from transformers import GenerationConfig
@@ -589,6 +612,7 @@ class Policy(nn.Module):
             top_k=0 if sample else None,
             eos_token_id=self.stop_token_ids,
             pad_token_id=self.pad_token_id,
+            suppress_tokens=self.placeholder_token_ids or None,
             use_cache=True,
         )
         was_training = self.training
