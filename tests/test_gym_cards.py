@@ -58,7 +58,7 @@ def _points(cls: type, ranks: list[int], suit: str = "S") -> EZPoints | Points24
 
 def test_registered_and_documented() -> None:
     ids = [s.env_id for s in list_envs("gym_cards")]
-    assert ids == sorted(TASKS)
+    assert ids == sorted([*TASKS, *(f"{t}-text" for t in TASKS)])
     for env_id in TASKS:
         env = make(env_id)
         info = env.task_info()
@@ -67,6 +67,14 @@ def test_registered_and_documented() -> None:
         assert env.parse_env(info.action_example) is not None
         for a in env.valid_actions():
             assert env.parse_env(a) is not None, (env_id, a)
+
+
+def test_text_variants_write_the_state_into_the_observation() -> None:
+    for env_id in TASKS:
+        plain, text = make(env_id), make(f"{env_id}-text")
+        (o1, _), (o2, _) = plain.reset(seed=3), text.reset(seed=3)
+        assert (o1["image"] == o2["image"]).all()
+        assert len(o2["text"]) > len(o1["text"]), env_id
 
 
 # --------------------------------------------------------------------------- formula

@@ -7,7 +7,7 @@ CLI does is also available from Python.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import typer
 
@@ -289,6 +289,16 @@ def train(
     conservative: float = typer.Option(
         0.0, help="Weight of a conservative (CQL) critic term that lowers the Q of tokens the data does not log."
     ),
+    critic_coef: float = typer.Option(
+        None, help="Weight of the critic loss (default: the AFSFT default; 0 with --filter none: plain SFT)."
+    ),
+    critic_lr: float = typer.Option(None, help="Learning rate of the critic head (default: --lr)."),
+    critic_init_std: float = typer.Option(
+        None, help="Std of the critic head's initial weights (0: zero weights; default: the config's)."
+    ),
+    turn_lambda: float = typer.Option(
+        None, help="In-turn lambda of the TD targets: 0 one-step, 1 every token targets the turn's outcome."
+    ),
     target: str = typer.Option("polyak", help="Target critic: polyak or online (detached)."),
     tau: float = typer.Option(0.05, help="Polyak rate of the target critic."),
     lora_r: int = typer.Option(16, help="LoRA rank."),
@@ -352,6 +362,14 @@ def train(
             _fail("give --data (offline) and/or --online")
         if conservative < 0:
             _fail(f"--conservative must be >= 0, not {conservative}")
+        if critic_coef is not None and critic_coef < 0:
+            _fail(f"--critic-coef must be >= 0, not {critic_coef}")
+        if turn_lambda is not None and not 0 <= turn_lambda <= 1:
+            _fail(f"--turn-lambda must be in [0, 1], not {turn_lambda}")
+        loss_kw: dict[str, Any] = {"critic_coef": critic_coef, "turn_lambda": turn_lambda}
+        if critic_coef is None and filter == "none":
+            loss_kw["critic_coef"] = 0.0  # plain SFT: no critic loss moves the shared backbone
+        cfg_kw: dict[str, Any] = {"critic_lr": critic_lr, "critic_init_std": critic_init_std}
         if online_mode not in ("sync", "async"):
             _fail(f"--online-mode must be sync or async, not {online_mode!r}")
         if dtype not in (None, "float32", "bfloat16", "float16"):
@@ -361,6 +379,7 @@ def train(
             env=env, model=model, data=data, out=str(run), seed=seed,
             loss=AFSFTConfig(
                 filter=filter, gamma=gamma, beta=beta, threshold=threshold, conservative=conservative,  # type: ignore[arg-type]
+                **{k: v for k, v in loss_kw.items() if v is not None},
             ),
             target=target, tau=tau, lr=lr, batch_size=batch_size, grad_accum=grad_accum,  # type: ignore[arg-type]
             steps=steps if data else 0, lora_r=lora_r, lora_alpha=2 * lora_r, max_new_tokens=max_new_tokens,
@@ -369,6 +388,7 @@ def train(
             online_steps=online_steps, num_envs=num_envs, temperature=temperature, device=device,
             online_mode=online_mode, collectors=collectors, critic_init_bias=critic_init_bias,  # type: ignore[arg-type]
             dtype=dtype, gradient_checkpointing=gradient_checkpointing,
+            **{k: v for k, v in cfg_kw.items() if v is not None},
         )  # fmt: skip
     try:
         summary = run_training(cfg, resume=resume is not None, show_progress=not quiet)
@@ -378,9 +398,11 @@ def train(
         return
     final = summary.get("final_eval", {})
     typer.echo(f"run: {cfg.out}  steps: {summary['steps']}  wall: {summary['wall_time_s']} s")
-    for k in ("greedy/success_rate", "greedy/mean_return", "greedy/valid_rate"):
+    for k in ("greedy/success_rate", "greedy/mean_return", "greedy/valid_rate", "critic/ranking_accuracy"):
         if k in final:
             typer.echo(f"  {k}: {final[k]:.3f}")
+    for w in summary.get("warnings", []):
+        typer.echo(f"  warning: {w}")
 
 
 @app.command("eval")

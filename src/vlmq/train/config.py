@@ -44,6 +44,9 @@ class TrainConfig:
     steps: int = 200
     """Optimizer steps of offline training."""
     warmup_steps: int = 10
+    filter_warmup_steps: int = 0
+    """Steps at the start during which every logged token is imitated (filter ``none``) while the critic
+    learns; the filter of ``loss`` applies after them."""
     grad_clip: float = 1.0
     bf16: bool | None = None
     """Mixed precision; ``None`` = on for CUDA, off on CPU."""
@@ -69,6 +72,10 @@ class TrainConfig:
     logged ones at the mean) does not work either: the in-turn TD targets ``V' = sum pi Q'`` carry
     that pessimism into the logged tokens while the policy is spread (measured on click-button:
     valid-action rate 0 % after 300 steps, against 97 % at the mean)."""
+    critic_init_std: float = 0.0
+    """Std of the critic head's initial weights (``N(0, std)``, seeded); 0 = zero weights."""
+    critic_lr: float | None = None
+    """Learning rate of the critic heads' parameters; ``None`` = ``lr``."""
     max_new_tokens: int = 24
     cot: bool = False
     """Ask for ``{"thoughts": ..., "action": ...}`` instead of ``{"action": ...}``."""
@@ -87,6 +94,11 @@ class TrainConfig:
     eval_seed: int | None = None
     """First evaluation episode seed (the same episodes at every evaluation); ``None``:
     ``seed + 1_000_000``, away from dataset and online-collection seeds."""
+    rank_every: int = 100
+    """Log the critic's ranking accuracy (:mod:`vlmq.train.ranking`) every this many steps (and at every
+    evaluation); 0 = never. Only tasks with a scripted expert in-process are probed."""
+    rank_states: int = 64
+    """Held-out probe states for the ranking accuracy."""
     checkpoint_every: int = 50
     keep_checkpoints: int = 2
 

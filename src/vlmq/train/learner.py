@@ -19,6 +19,7 @@ learner moves its replay window to the shards the main process has seen, at ever
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import time
@@ -200,14 +201,15 @@ class Learner:
             lora_alpha=cfg.lora_alpha,
             max_new_tokens=cfg.max_new_tokens,
             critic_init_bias=self.critic_init_bias,
+            critic_init_std=cfg.critic_init_std,
+            seed=cfg.seed,
             dtype=cfg.dtype or ("bfloat16" if self.device.type == "cuda" else "float32"),
             gradient_checkpointing=cfg.gradient_checkpointing,
         )
         self.policy.to(self.device)
         if ckpt is None:
             self.policy.update_target(1.0)
-        params = list(self.policy.trainable_parameters())
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.optimizer = torch.optim.AdamW(self._param_groups(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         warm = max(1, cfg.warmup_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warm))
         self.use_bf16 = cfg.bf16 if cfg.bf16 is not None else self.device.type == "cuda"
@@ -219,6 +221,11 @@ class Learner:
         self.collector_logs: Any = None
         self.async_started = False
         self.history: list[dict[str, Any]] = []
+        self.probes: list[Any] = []
+        if self.is_main and cfg.rank_every > 0:
+            from vlmq.train.ranking import build_probes
+
+            self.probes = build_probes(cfg.env, cfg.rank_states)
         state = load_trainer_state(ckpt) if ckpt is not None else None
         # the main process rolls the replay back to the checkpoint before the others read it
         with self.accelerator.main_process_first():
@@ -237,6 +244,14 @@ class Learner:
         # `model` is the policy as the accelerator wraps it (DDP): training passes go through it.
         # The scheduler is not prepared: accelerate would step it once per process.
         self.model, self.optimizer = self.accelerator.prepare(self.policy, self.optimizer)
+
+    def _param_groups(self) -> list[dict[str, Any]]:
+        """The backbone's trainable parameters (LoRA) at ``lr``, the critic head at ``critic_lr``."""
+        critic = list(self.policy.critic_head.parameters())
+        ids = {id(p) for p in critic}
+        rest = [p for p in self.policy.trainable_parameters() if id(p) not in ids]
+        lr = self.cfg.critic_lr if self.cfg.critic_lr is not None else self.cfg.lr
+        return [{"params": rest}, {"params": critic, "lr": lr}]
 
     # ------------------------------------------------------------------ data
     def _make_data(self) -> TrainData:
@@ -260,7 +275,7 @@ class Learner:
             # gradients are averaged across processes in the last micro-batch's backward only
             with acc.no_sync(self.model) if i < cfg.grad_accum - 1 else nullcontext():
                 with autocast:
-                    out = compute_loss(self.model, batch, cfg.loss, use_target=cfg.target == "polyak")
+                    out = compute_loss(self.model, batch, self._loss_config(), use_target=cfg.target == "polyak")
                 acc.backward(out.loss * self._token_share(batch) / cfg.grad_accum)
             metrics = {
                 "loss": out.loss.item(),
@@ -288,6 +303,13 @@ class Learner:
         totals["lr"] = self.scheduler.get_last_lr()[0]
         return totals
 
+    def _loss_config(self) -> Any:
+        """The loss of this step: plain imitation (filter ``none``, critic still trained) for the first
+        ``filter_warmup_steps`` steps, then ``cfg.loss``."""
+        if self.step < self.cfg.filter_warmup_steps and self.cfg.loss.filter != "none":
+            return dataclasses.replace(self.cfg.loss, filter="none")
+        return self.cfg.loss
+
     def _token_share(self, batch: Any) -> torch.Tensor:
         """This process's loss weight: its share of the global micro-batch's logged tokens times the
         number of processes. Each process's loss is a mean over its own tokens and DDP averages the
@@ -311,10 +333,21 @@ class Learner:
         return merged
 
     # ------------------------------------------------------------------ evaluation
+    def rank(self) -> dict[str, float]:
+        """The critic's ranking accuracy on the held-out probe states (``{}`` without probes)."""
+        from vlmq.train.ranking import ranking_accuracy
+
+        acc = ranking_accuracy(self.policy, self.probes)
+        if acc is None:
+            return {}
+        self.logger.scalars(self.step, {"ranking_accuracy": acc}, prefix="critic/")
+        return {"critic/ranking_accuracy": acc}
+
     def evaluate(self) -> dict[str, float]:
         from vlmq.train.evaluate import evaluate_policy
 
         cfg = self.cfg
+        ranking = self.rank()
         results: dict[str, float] = {}
         modes = [("greedy", 0.0)] + ([("sampled", cfg.temperature)] if cfg.eval_sampled else [])
         for name, temp in modes:
@@ -333,7 +366,7 @@ class Learner:
             if name == "greedy":
                 self.logger.text(self.step, "eval/samples", stats.samples[:5])
         self.logger.scalars(self.step, results, prefix="eval/")
-        self.history.append({"step": self.step, **results})
+        self.history.append({"step": self.step, **results, **ranking})
         return results
 
     # ------------------------------------------------------------------ main loop
@@ -366,6 +399,8 @@ class Learner:
                 periodic = cfg.eval_every > 0 and self.step % cfg.eval_every == 0
                 if cfg.eval_episodes > 0 and (periodic or self.step == cfg.total_steps):
                     self._on_main(self.evaluate)
+                elif cfg.rank_every > 0 and self.step % cfg.rank_every == 0:
+                    self._on_main(self.rank)
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.total_steps:
                     self._on_main(self.save)
         finally:
@@ -463,7 +498,11 @@ class Learner:
         return save_checkpoint(self.run_dir, self.step, self.policy, state, keep=self.cfg.keep_checkpoints)
 
     def summary(self, wall_s: float) -> dict[str, Any]:
+        from vlmq.train.ranking import ranking_verdict
+
         last = self.history[-1] if self.history else {}
+        ranking = last.get("critic/ranking_accuracy")
+        warning = ranking_verdict(ranking) if self.cfg.loss.filter != "none" else None
         return {
             "env": self.cfg.env,
             "model": self.cfg.model,
@@ -472,6 +511,8 @@ class Learner:
             "online": self.cfg.online,
             "online_mode": self.cfg.online_mode,
             "final_eval": last,
+            "ranking_accuracy": ranking,
+            "warnings": [warning] if warning else [],
             "evals": self.history,
             "wall_time_s": round(wall_s, 1),
             "trainable_parameters": int(sum(p.numel() for p in self.policy.trainable_parameters())),

@@ -13,6 +13,7 @@ DEFAULT_METRICS = (
     "train/actor_loss",
     "train/critic_loss",
     "train/filter_pass_frac",
+    "critic/ranking_accuracy",
 )
 
 

@@ -5,12 +5,12 @@ For every task, :func:`reproduce` builds two fixed datasets (``random``: uniform
 
 ==================  =============================================================================
 ``prompting``       the base model, untrained, evaluated (greedy)
-``sft-random``      filter ``none`` on the random dataset
+``sft-random``      plain SFT (filter ``none``, no critic loss) on the random dataset
 ``afsft-random``    filter ``binary`` on the random dataset: the evaluation at the end of the
                     offline phase of the ``afsft-online`` run (the same run up to that step)
 ``afsft-online``    the same run continued online: ``online_rounds`` rounds of collecting
                     ``online_episodes`` episodes with the current policy, then ``online_steps`` steps
-``sft-noisy``       filter ``none`` on the noisy-expert dataset
+``sft-noisy``       plain SFT on the noisy-expert dataset
 ``afsft-noisy``     filter ``binary`` on the noisy-expert dataset
 ==================  =============================================================================
 
@@ -169,7 +169,7 @@ def train_config(cfg: ReproduceConfig, task: str, name: str, seed: int, data: Pa
     _, filt, online = RUNS[name]
     return TrainConfig(
         env=task, model=cfg.model, out=str(run_dir(cfg, task, name, seed)), data=str(data), seed=seed,
-        loss=AFSFTConfig(filter=filt),  # type: ignore[arg-type]
+        loss=AFSFTConfig(filter=filt, critic_coef=0.0 if filt == "none" else AFSFTConfig.critic_coef),  # type: ignore[arg-type]
         lr=cfg.lr, batch_size=cfg.batch_size, steps=cfg.steps, max_new_tokens=cfg.max_new_tokens,
         eval_every=cfg.eval_every, eval_episodes=cfg.eval_episodes, eval_sampled=False,
         eval_at_start=False, eval_seed=_eval_seed(seed), checkpoint_every=max(cfg.eval_every, 1),
