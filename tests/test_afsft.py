@@ -137,18 +137,6 @@ def test_gamma_token_discounts_within_a_turn() -> None:
     assert t.tolist() == [[1.0, 2.0, 1.0]]
 
 
-def test_turn_lambda_mixes_one_step_and_the_turn_outcome() -> None:
-    v = torch.tensor([[0.0, 2.0, 4.0, 9.0]])
-    mask = torch.tensor([[True, True, True, False]])  # 3 logged tokens; 9.0 is padding
-    args = (v, mask, torch.tensor([1.0]), torch.tensor([True]), torch.zeros(1), torch.zeros(1), 0.9)
-    # lambda 1: every token targets the turn's outcome r = 1
-    assert td_targets(*args, turn_lambda=1.0).tolist() == [[1.0, 1.0, 1.0, 0.0]]
-    # lambda 0.5: G_2 = 1, G_1 = 0.5 * 4 + 0.5 * 1 = 2.5, G_0 = 0.5 * 2 + 0.5 * 2.5 = 2.25
-    assert td_targets(*args, turn_lambda=0.5).tolist() == [[2.25, 2.5, 1.0, 0.0]]
-    # with gamma_token 0.5 and lambda 1: discounted outcome
-    assert td_targets(*args, 0.5, turn_lambda=1.0).tolist() == [[0.25, 0.5, 1.0, 0.0]]
-
-
 def test_reward_scale() -> None:
     v = torch.zeros(1, 1)
     m = torch.ones(1, 1, dtype=torch.bool)

@@ -44,6 +44,15 @@ def test_cli(tmp_path: Path, tiny_base: Path, random_data: Path) -> None:
     r = runner.invoke(app, ["filter-report", str(tmp_path / "policy"), "--data", str(random_data), "--turns", "6"])
     assert r.exit_code == 0, r.output
     assert "6 turns of" in r.output and "filter binary" in r.output and "pos  tokens  pass" in r.output
+    assert "ranking accuracy" not in r.output  # a bare policy names no task
+    args = ["filter-report", str(tmp_path / "policy"), "--data", str(random_data), "--turns", "2"]
+    r = runner.invoke(app, [*args, "--env", "gym_cards/NumberLine"])
+    assert r.exit_code == 0, r.output
+    # a zero-weight critic head scores every token alike: chance, and the warning says so
+    assert "ranking accuracy on 64 held-out states of gym_cards/NumberLine: 0.500" in r.output
+    assert "near chance" in r.output
+    r = runner.invoke(app, [*args, "--env", "gym_cards/Nope"])
+    assert r.exit_code == 1 and "unknown env" in r.output
     r = runner.invoke(app, ["filter-report", str(tmp_path / "policy")])
     assert r.exit_code == 1 and "give --data" in r.output
     r = runner.invoke(app, ["filter-report", str(tmp_path / "policy"), "--data", str(tmp_path / "nope")])

@@ -217,11 +217,30 @@ def test_critic_starts_at_the_data_mean_return(tmp_path: Path, tiny_base: Path, 
     mean = EpisodeStore(random_data).stats()["mean_return"]
     assert mean < 0 and learner.critic_init_bias == pytest.approx(mean)
     head = learner.policy.critic_head
-    assert torch.all(head.weight == 0) and torch.allclose(head.bias, torch.full_like(head.bias, mean))
+    assert torch.allclose(head.bias, torch.full_like(head.bias, mean))
+    assert head.weight.std().item() == pytest.approx(cfg.critic_init_std, rel=0.05)  # small, not zero
     assert torch.equal(learner.policy.target_head.bias, head.bias)
+    assert torch.equal(learner.policy.target_head.weight, head.weight)
     explicit = Learner(TrainConfig(**{**cfg.to_dict(), "out": str(tmp_path / "r2"), "critic_init_bias": -0.5,
                                       "loss": cfg.loss}), show_progress=False)  # fmt: skip
     assert torch.all(explicit.policy.critic_head.bias == -0.5)
+
+
+def test_filter_warmup_imitates_everything_then_filters_and_ranking_is_logged(
+    tmp_path: Path, tiny_base: Path, random_data: Path
+) -> None:
+    cfg = TrainConfig(env="gym_cards/NumberLine", model=str(tiny_base), out=str(tmp_path / "run"),
+                      data=str(random_data), steps=6, filter_warmup_steps=3, log_every=1, rank_every=3,
+                      rank_states=4, eval_episodes=0, checkpoint_every=100, device="cpu")  # fmt: skip
+    summary = Learner(cfg, show_progress=False).run()
+    records = read_metrics(tmp_path / "run")
+    passed = {r["step"]: r["train/filter_pass_frac"] for r in records if "train/filter_pass_frac" in r}
+    assert [passed[s] for s in (1, 2, 3)] == [1.0, 1.0, 1.0]  # warm-up: every logged token imitated
+    assert min(passed[s] for s in (4, 5, 6)) < 1.0  # then the (randomly initialised) critic filters
+    ranked = [r["step"] for r in records if "critic/ranking_accuracy" in r]
+    assert ranked == [3, 6]
+    last = [r["critic/ranking_accuracy"] for r in records if "critic/ranking_accuracy" in r][-1]
+    assert summary["ranking_accuracy"] == last
 
 
 def test_bfloat16_backbone_with_float32_adapters_and_heads(

@@ -292,12 +292,11 @@ def train(
     critic_coef: float = typer.Option(
         None, help="Weight of the critic loss (default: the AFSFT default; 0 with --filter none: plain SFT)."
     ),
-    critic_lr: float = typer.Option(None, help="Learning rate of the critic head (default: --lr)."),
     critic_init_std: float = typer.Option(
         None, help="Std of the critic head's initial weights (0: zero weights; default: the config's)."
     ),
-    turn_lambda: float = typer.Option(
-        None, help="In-turn lambda of the TD targets: 0 one-step, 1 every token targets the turn's outcome."
+    filter_warmup_steps: int = typer.Option(
+        None, min=0, help="First steps imitate every logged token (filter off) while the critic learns."
     ),
     target: str = typer.Option("polyak", help="Target critic: polyak or online (detached)."),
     tau: float = typer.Option(0.05, help="Polyak rate of the target critic."),
@@ -364,12 +363,12 @@ def train(
             _fail(f"--conservative must be >= 0, not {conservative}")
         if critic_coef is not None and critic_coef < 0:
             _fail(f"--critic-coef must be >= 0, not {critic_coef}")
-        if turn_lambda is not None and not 0 <= turn_lambda <= 1:
-            _fail(f"--turn-lambda must be in [0, 1], not {turn_lambda}")
-        loss_kw: dict[str, Any] = {"critic_coef": critic_coef, "turn_lambda": turn_lambda}
+        loss_kw: dict[str, Any] = {"critic_coef": critic_coef}
         if critic_coef is None and filter == "none":
             loss_kw["critic_coef"] = 0.0  # plain SFT: no critic loss moves the shared backbone
-        cfg_kw: dict[str, Any] = {"critic_lr": critic_lr, "critic_init_std": critic_init_std}
+        cfg_kw: dict[str, Any] = {
+            "critic_init_std": critic_init_std, "filter_warmup_steps": filter_warmup_steps,
+        }  # fmt: skip
         if online_mode not in ("sync", "async"):
             _fail(f"--online-mode must be sync or async, not {online_mode!r}")
         if dtype not in (None, "float32", "bfloat16", "float16"):
@@ -446,8 +445,12 @@ def filter_report_cmd(
     data: str = typer.Option(None, "--data", help="Logged turns to score (default: the run's offline data)."),
     turns: int = typer.Option(64, min=1, help="Turns drawn from the data."),
     seed: int = typer.Option(0, help="Seed of the draw."),
+    env: str = typer.Option(
+        None, "--env", help="Task whose held-out states probe the critic's ranking (default: the run's)."
+    ),
 ) -> None:
-    """Which logged response tokens pass the AFSFT filter, position by position (the critic's view)."""
+    """Which logged response tokens pass the AFSFT filter, position by position (the critic's view), and
+    the critic's ranking accuracy on held-out states (does it prefer the expert's actions?)."""
     from vlmq.algo.afsft import AFSFTConfig
     from vlmq.models.policy import Policy
     from vlmq.train.checkpoint import latest_checkpoint
@@ -468,6 +471,21 @@ def filter_report_cmd(
     policy = Policy.from_pretrained(str(ckpt / "policy") if ckpt else model)
     typer.echo(f"{len(samples)} turns of {data}; filter {loss.filter} (threshold {loss.threshold})")
     typer.echo(format_report(filter_report(policy, samples, loss)))
+    env = env or (run_cfg.env if run_cfg else None)
+    if env:
+        from vlmq.train.ranking import build_probes, ranking_accuracy, ranking_verdict
+
+        try:
+            probes = build_probes(env)
+        except KeyError as e:
+            _fail(str(e))
+        acc = ranking_accuracy(policy, probes)
+        if acc is None:
+            typer.echo(f"ranking accuracy: {env} has no in-process scripted expert to probe")
+        else:
+            typer.echo(f"ranking accuracy on {len(probes)} held-out states of {env}: {acc:.3f} (chance 0.5)")
+            if warning := ranking_verdict(acc):
+                typer.echo(f"warning: {warning}")
 
 
 @app.command()

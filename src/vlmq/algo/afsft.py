@@ -17,10 +17,8 @@ of the row). At column ``j`` the state is ``s^j = (prompt, y^{<j})`` and the act
 
 **Values.** ``V(s) = sum_a pi(a|s) Q(s, a)``, the exact expectation over the vocabulary.
 
-**Critic (TD).** The last token's target is ``r + gamma * (1 - terminated) * V'(s_{t+1}^0)``; inside a
-turn the target of token ``j`` is the in-turn lambda-return
-``gamma_token * ((1 - turn_lambda) V'(s^{j+1}) + turn_lambda G_{j+1})`` (``turn_lambda = 0``: one-step,
-``gamma_token * V'(s^{j+1})``; 1: every token targets the turn's outcome). A time-limit truncation is not a
+**Critic (TD).** Inside a turn the target of token ``j`` is ``gamma_token * V'(s^{j+1})``; the last
+token's target is ``r + gamma * (1 - terminated) * V'(s_{t+1}^0)``. A time-limit truncation is not a
 termination: it bootstraps from the final observation (``has_next``).
 
 **Conservative term (optional).** ``conservative * mean_j (logsumexp_b Q(s^j, b) - Q(s^j, a_j))``
@@ -62,12 +60,11 @@ class AFSFTConfig:
     """Discount between turns."""
     gamma_token: float = 1.0
     """Discount between tokens of one turn."""
-    critic_coef: float = 1.0
-    """``L = L_actor + critic_coef * L_critic``."""
+    critic_coef: float = 10.0
+    """``L = L_actor + critic_coef * L_critic``. 10 (as AMAGO): with 1 the critic's gradient into the
+    shared LoRA is too small to build state-dependent values (docs/design.md, the critic ablation)."""
     huber_delta: float | None = None
     """Use a Huber critic loss with this delta instead of the squared error."""
-    turn_lambda: float = 0.0
-    """In-turn lambda of the TD targets (see :func:`td_targets`): 0 = one-step, 1 = the turn's outcome."""
     reward_scale: float = 1.0
     """Rewards are multiplied by this before the TD target."""
     conservative: float = 0.0
@@ -120,30 +117,21 @@ def td_targets(
     gamma: float,
     gamma_token: float = 1.0,
     reward_scale: float = 1.0,
-    turn_lambda: float = 0.0,
 ) -> torch.Tensor:
     """TD targets for every logged token, ``[B, L]`` (zero where ``mask`` is False).
 
-    ``v_target[b, j] = V'(s^j)``. The turn's last token targets ``r + gamma (1 - terminated) V'(s_{t+1}^0)``;
-    an earlier token ``j`` the in-turn lambda-return
-    ``G_j = gamma_token ((1 - turn_lambda) V'(s^{j+1}) + turn_lambda G_{j+1})``: with ``turn_lambda = 0``
-    one-step TD (credit moves one token per target update), with 1 every token of the turn targets the
-    turn's outcome at once (the logged continuation of the turn, as in SARSA).
+    ``v_target[b, j] = V'(s^j)``. Token ``j`` bootstraps from ``V'(s^{j+1})`` when token ``j+1`` is
+    also logged, and from the next turn (reward, termination) when it is the turn's last token.
     """
     mask = mask.bool()
+    v_next_in_turn = torch.zeros_like(v_target)
+    v_next_in_turn[:, :-1] = v_target[:, 1:]
     next_logged = torch.zeros_like(mask)
     next_logged[:, :-1] = mask[:, 1:]
+    is_last = mask & ~next_logged
     cont = has_next.float() * (1.0 - terminated.float())
     boot = reward.float() * reward_scale + gamma * cont * next_value.float()  # [B]
-    v = v_target.float()
-    target = torch.zeros_like(v)
-    g_next = torch.zeros_like(boot)  # G_{j+1}
-    for j in range(v.shape[1] - 1, -1, -1):
-        v_next = v[:, j + 1] if j + 1 < v.shape[1] else torch.zeros_like(boot)
-        inner = gamma_token * ((1.0 - turn_lambda) * v_next + turn_lambda * g_next)
-        g = torch.where(next_logged[:, j], inner, boot)
-        target[:, j] = g
-        g_next = g
+    target = torch.where(is_last, boot[:, None].expand_as(v_target), gamma_token * v_next_in_turn)
     return torch.where(mask, target, torch.zeros_like(target))
 
 
@@ -208,7 +196,7 @@ def afsft_loss(
     v_target = state_values(logits, q_target.detach())
     target = td_targets(
         v_target, mask, reward, terminated, next_value.detach(), has_next,
-        cfg.gamma, cfg.gamma_token, cfg.reward_scale, cfg.turn_lambda,
+        cfg.gamma, cfg.gamma_token, cfg.reward_scale,
     )  # fmt: skip
     l_critic = critic_loss(q_taken, target, mask, cfg.huber_delta)
     gap = conservative_penalty(q, q_taken, mask) if cfg.conservative else None

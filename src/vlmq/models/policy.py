@@ -11,10 +11,11 @@ Trainable: LoRA adapters on the language model and on the LM head (``lora_lm_hea
 correction of the output projection, so tokens the base model rarely emits, such as a new action
 syntax, become likely within a few hundred steps; it leaves the input embeddings alone even when the
 model ties them), the vision tower frozen unless ``train_vision``, and the critic head. The critic
-head is initialised with zero weights and bias ``critic_init_bias`` by
-default (``critic_init_std > 0`` draws weights from ``N(0, std)`` with ``seed``): a zero critic gives
-``Q = V`` and exactly zero advantages at the start: a tie, which the binary filter passes, so AFSFT
-starts as SFT until the critic ranks tokens, instead of passing a random half of them.
+head starts with bias ``critic_init_bias`` and weights drawn from ``N(0, critic_init_std)`` (seeded;
+zero weights when 0, the library default). A zero head gives ``Q = V`` and exactly zero advantages, but
+it also sends no gradient into the backbone at the start; the learner draws small weights instead
+(``TrainConfig.critic_init_std``) and keeps the filter off while the critic learns
+(``TrainConfig.filter_warmup_steps``).
 
 Layout of a saved policy folder (:meth:`Policy.save`): ``policy_config.json`` (the
 :class:`PolicyConfig`, incl. the base model's name or absolute path), ``adapter_config.json`` +

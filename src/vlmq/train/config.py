@@ -44,7 +44,7 @@ class TrainConfig:
     steps: int = 200
     """Optimizer steps of offline training."""
     warmup_steps: int = 10
-    filter_warmup_steps: int = 0
+    filter_warmup_steps: int = 200
     """Steps at the start during which every logged token is imitated (filter ``none``) while the critic
     learns; the filter of ``loss`` applies after them."""
     grad_clip: float = 1.0
@@ -72,10 +72,9 @@ class TrainConfig:
     logged ones at the mean) does not work either: the in-turn TD targets ``V' = sum pi Q'`` carry
     that pessimism into the logged tokens while the policy is spread (measured on click-button:
     valid-action rate 0 % after 300 steps, against 97 % at the mean)."""
-    critic_init_std: float = 0.0
-    """Std of the critic head's initial weights (``N(0, std)``, seeded); 0 = zero weights."""
-    critic_lr: float | None = None
-    """Learning rate of the critic heads' parameters; ``None`` = ``lr``."""
+    critic_init_std: float = 0.01
+    """Std of the critic head's initial weights (``N(0, std)``, seeded); 0 = zero weights, which send
+    no gradient into the backbone at the start."""
     max_new_tokens: int = 24
     cot: bool = False
     """Ask for ``{"thoughts": ..., "action": ...}`` instead of ``{"action": ...}``."""

@@ -209,7 +209,8 @@ class Learner:
         self.policy.to(self.device)
         if ckpt is None:
             self.policy.update_target(1.0)
-        self.optimizer = torch.optim.AdamW(self._param_groups(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        params = list(self.policy.trainable_parameters())
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         warm = max(1, cfg.warmup_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warm))
         self.use_bf16 = cfg.bf16 if cfg.bf16 is not None else self.device.type == "cuda"
@@ -222,6 +223,7 @@ class Learner:
         self.async_started = False
         self.history: list[dict[str, Any]] = []
         self.probes: list[Any] = []
+        self.last_ranking: float | None = None
         if self.is_main and cfg.rank_every > 0:
             from vlmq.train.ranking import build_probes
 
@@ -244,14 +246,6 @@ class Learner:
         # `model` is the policy as the accelerator wraps it (DDP): training passes go through it.
         # The scheduler is not prepared: accelerate would step it once per process.
         self.model, self.optimizer = self.accelerator.prepare(self.policy, self.optimizer)
-
-    def _param_groups(self) -> list[dict[str, Any]]:
-        """The backbone's trainable parameters (LoRA) at ``lr``, the critic head at ``critic_lr``."""
-        critic = list(self.policy.critic_head.parameters())
-        ids = {id(p) for p in critic}
-        rest = [p for p in self.policy.trainable_parameters() if id(p) not in ids]
-        lr = self.cfg.critic_lr if self.cfg.critic_lr is not None else self.cfg.lr
-        return [{"params": rest}, {"params": critic, "lr": lr}]
 
     # ------------------------------------------------------------------ data
     def _make_data(self) -> TrainData:
@@ -340,6 +334,7 @@ class Learner:
         acc = ranking_accuracy(self.policy, self.probes)
         if acc is None:
             return {}
+        self.last_ranking = acc
         self.logger.scalars(self.step, {"ranking_accuracy": acc}, prefix="critic/")
         return {"critic/ranking_accuracy": acc}
 
@@ -399,7 +394,7 @@ class Learner:
                 periodic = cfg.eval_every > 0 and self.step % cfg.eval_every == 0
                 if cfg.eval_episodes > 0 and (periodic or self.step == cfg.total_steps):
                     self._on_main(self.evaluate)
-                elif cfg.rank_every > 0 and self.step % cfg.rank_every == 0:
+                elif cfg.rank_every > 0 and (self.step % cfg.rank_every == 0 or self.step == cfg.total_steps):
                     self._on_main(self.rank)
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.total_steps:
                     self._on_main(self.save)
@@ -501,7 +496,7 @@ class Learner:
         from vlmq.train.ranking import ranking_verdict
 
         last = self.history[-1] if self.history else {}
-        ranking = last.get("critic/ranking_accuracy")
+        ranking = self.last_ranking
         warning = ranking_verdict(ranking) if self.cfg.loss.filter != "none" else None
         return {
             "env": self.cfg.env,

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# AFSFT vs plain SFT from random data, with the state written in the observation text (perception out
+# of the way): the measurement of docs/results.md, "Does the critic rank?".
+#
+#   bash scripts/text_state_study.sh [OUT] [TASKS...]     # default OUT=runs/text-study, both tasks
+#
+# Per task: 300 random episodes (seed 0), then for seeds 0 1 2 one AFSFT and one plain SFT run with
+# the defaults of `vlmq train` (1,500 steps), each evaluated greedily on 100 episodes of seeds no data
+# uses (900,000,000 + 10,000 * seed). Resumable: finished runs are skipped, killed ones resumed. Two
+# runs go side by side (one torch thread each); about 25 min per pair on a 2-core CPU.
+set -euo pipefail
+OUT=${1:-runs/text-study}
+shift || true
+TASKS=("$@")
+[ ${#TASKS[@]} -gt 0 ] || TASKS=(gym_cards/NumberLine-text gym_cards/Blackjack-text)
+STEPS=${STEPS:-1500}
+export OMP_NUM_THREADS=1
+
+one_run() {  # task data name filter seed
+  local task=$1 data=$2 run=$3 filter=$4 seed=$5
+  if [ -f "$run/eval100.json" ]; then return; fi
+  if [ -f "$run/summary.json" ]; then :
+  elif [ -f "$run/config.json" ] && ls "$run"/checkpoint-* >/dev/null 2>&1; then
+    vlmq train --resume "$run" --quiet
+  else
+    rm -rf "$run"
+    vlmq train --env "$task" --model tiny --data "$data" --filter "$filter" --steps "$STEPS" \
+      --lr 1e-3 --batch-size 8 --eval-every 500 --eval-episodes 30 --checkpoint-every 500 \
+      --num-envs 8 --seed "$seed" --device cpu --out "$run" --quiet
+  fi
+  vlmq eval --env "$task" --model "$run" --episodes 100 --num-envs 10 \
+    --seed $((900000000 + 10000 * seed)) --json "$run/eval100.json"
+}
+
+for task in "${TASKS[@]}"; do
+  name=${task//\//-}
+  data=$OUT/data/$name
+  [ -f "$data/.complete" ] || {
+    rm -rf "$data"
+    vlmq collect "$task" --policy random -n 300 --seed 0 --num-envs 4 --out "$data"
+    touch "$data/.complete"
+  }
+  for seed in 0 1 2; do
+    one_run "$task" "$data" "$OUT/$name/afsft-seed$seed" binary "$seed" &
+    one_run "$task" "$data" "$OUT/$name/sft-seed$seed" none "$seed" &
+    wait
+  done
+done
+python3 - "$OUT" <<'EOF'
+import json, statistics, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+for task in sorted(p for p in out.iterdir() if p.is_dir() and p.name != "data"):
+    for cond in ("afsft", "sft"):
+        runs = sorted(task.glob(f"{cond}-seed*/eval100.json"))
+        if not runs:
+            continue
+        vals = [json.loads(r.read_text()) for r in runs]
+        s = [100 * v["success_rate"] for v in vals]
+        rank = [json.loads((r.parent / "summary.json").read_text()).get("ranking_accuracy") for r in runs]
+        spread = statistics.pstdev(s) if len(s) > 1 else 0.0
+        print(f"{task.name} {cond}: success {statistics.mean(s):.1f} +- {spread:.1f} over {len(s)} seeds "
+              f"{[round(x) for x in s]}, valid {[round(100 * v['valid_rate']) for v in vals]}, ranking {rank}")
+EOF
