@@ -5,9 +5,9 @@
 #   bash scripts/text_state_study.sh [OUT] [TASKS...]     # default OUT=runs/text-study, both tasks
 #
 # Per task: 300 random episodes (seed 0), then for seeds 0 1 2 one AFSFT and one plain SFT run with
-# the defaults of `vlmq train` (1,500 steps), each evaluated greedily on 100 episodes of seeds no data
-# uses (900,000,000 + 10,000 * seed). Resumable: finished runs are skipped, killed ones resumed. Two
-# runs go side by side (one torch thread each); about 25 min per pair on a 2-core CPU.
+# the defaults of `vlmq train` (1,500 steps), JOBS (default 2) at a time, each evaluated greedily on 100 episodes of seeds no data
+# uses (900,000,000 + 10,000 * seed). Resumable: finished runs are skipped, killed ones resumed. One
+# torch thread per run; a run takes 10-15 min of a 2-core CPU when two share it.
 set -euo pipefail
 OUT=${1:-runs/text-study}
 shift || true
@@ -32,25 +32,35 @@ one_run() {  # task data name filter seed
     --seed $((900000000 + 10000 * seed)) --json "$run/eval100.json"
 }
 
+export OUT STEPS
+export -f one_run
 for task in "${TASKS[@]}"; do
-  name=${task//\//-}
-  data=$OUT/data/$name
+  data=$OUT/data/${task//\//-}
   [ -f "$data/.complete" ] || {
     rm -rf "$data"
     vlmq collect "$task" --policy random -n 300 --seed 0 --num-envs 4 --out "$data"
     touch "$data/.complete"
   }
-  for seed in 0 1 2; do
-    one_run "$task" "$data" "$OUT/$name/afsft-seed$seed" binary "$seed" &
-    one_run "$task" "$data" "$OUT/$name/sft-seed$seed" none "$seed" &
-    wait
-  done
 done
+# every (task, condition, seed) unit, JOBS at a time
+for task in "${TASKS[@]}"; do
+  name=${task//\//-}
+  for seed in 0 1 2; do
+    echo "$task $OUT/data/$name $OUT/$name/afsft-seed$seed binary $seed"
+    echo "$task $OUT/data/$name $OUT/$name/sft-seed$seed none $seed"
+  done
+done | xargs -P "${JOBS:-2}" -L 1 bash -c 'one_run "$@"' _
 python3 - "$OUT" <<'EOF'
 import json, statistics, sys
 from pathlib import Path
+from vlmq.train.plot import plot_runs
 out = Path(sys.argv[1])
 for task in sorted(p for p in out.iterdir() if p.is_dir() and p.name != "data"):
+    runs = sorted(task.glob("*-seed*"))
+    metrics = ("eval/greedy/success_rate", "critic/ranking_accuracy", "eval/greedy/valid_rate",
+               "train/filter_pass_frac")
+    print(plot_runs(runs, out / f"{task.name}.png", metrics, labels=[r.name for r in runs],
+                    groups=[r.name.split("-")[0] for r in runs]))
     for cond in ("afsft", "sft"):
         runs = sorted(task.glob(f"{cond}-seed*/eval100.json"))
         if not runs:

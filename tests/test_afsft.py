@@ -260,7 +260,7 @@ def test_conservative_term_lifts_a_forced_token_above_extrapolated_values(conser
     actions, mask = torch.tensor([[0]]), torch.tensor([[True]])
     one, no = torch.ones(1), torch.zeros(1, dtype=torch.bool)
     opt = torch.optim.SGD([q], lr=0.5)
-    cfg = AFSFTConfig(conservative=conservative)
+    cfg = AFSFTConfig(conservative=conservative, critic_coef=1.0)  # SGD lr 0.5 sized for weight 1
     for _ in range(50):
         out = afsft_loss(logits, q, q.detach(), actions, mask, one, ~no, torch.zeros(1), no, cfg)
         opt.zero_grad()

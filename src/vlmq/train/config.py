@@ -44,7 +44,10 @@ class TrainConfig:
     steps: int = 200
     """Optimizer steps of offline training."""
     warmup_steps: int = 10
-    filter_warmup_steps: int = 200
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    """After the warm-up: ``constant``, or ``cosine`` decay to ``lr_min_ratio * lr`` at the last step."""
+    lr_min_ratio: float = 0.1
+    filter_warmup_steps: int = 500
     """Steps at the start during which every logged token is imitated (filter ``none``) while the critic
     learns; the filter of ``loss`` applies after them."""
     grad_clip: float = 1.0

@@ -64,6 +64,21 @@ def mean_return(cfg: TrainConfig) -> float:
     return float(EpisodeStore(cfg.data).stats()["mean_return"]) * cfg.loss.reward_scale
 
 
+def lr_factor(cfg: TrainConfig) -> Callable[[int], float]:
+    """The learning-rate multiplier of step ``s``: linear warm-up over ``warmup_steps``, then constant
+    (``lr_schedule="constant"``) or a cosine decay to ``lr_min_ratio * lr`` at ``total_steps``."""
+    warm, total = max(1, cfg.warmup_steps), max(1, cfg.total_steps)
+
+    def factor(s: int) -> float:
+        up = min(1.0, (s + 1) / warm)
+        if cfg.lr_schedule == "constant":
+            return up
+        frac = min(1.0, s / total)
+        return up * (cfg.lr_min_ratio + (1 - cfg.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+    return factor
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -211,8 +226,7 @@ class Learner:
             self.policy.update_target(1.0)
         params = list(self.policy.trainable_parameters())
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        warm = max(1, cfg.warmup_steps)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warm))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(cfg))
         self.use_bf16 = cfg.bf16 if cfg.bf16 is not None else self.device.type == "cuda"
         self.logger = RunLogger(self.run_dir, enabled=self.is_main)
         self.step = 0
