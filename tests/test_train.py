@@ -280,3 +280,15 @@ def test_logger_truncate_drops_what_a_resume_redoes(tmp_path: Path) -> None:
     text = (tmp_path / "samples.txt").read_text()
     assert text == "## step 2 eval/samples\n'## step 9 x' -> ''\n## step 4 eval/samples\n'## step 9 x' -> ''\n"
     log.close()
+
+
+def test_lr_factor_warms_up_then_stays_or_decays_by_cosine() -> None:
+    from vlmq.train.learner import lr_factor
+
+    cfg = TrainConfig(env="gym_cards/NumberLine", model="tiny", out="unused", steps=100, warmup_steps=10)
+    const = lr_factor(cfg)
+    assert const(0) == pytest.approx(0.1) and const(9) == 1.0 and const(99) == 1.0
+    cos = lr_factor(TrainConfig(**{**cfg.to_dict(), "loss": cfg.loss, "lr_schedule": "cosine"}))
+    assert cos(0) == pytest.approx(0.1 * (0.1 + 0.9 * 1.0))  # warm-up times the start of the cosine
+    assert cos(50) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert cos(100) == pytest.approx(0.1)  # lr_min_ratio at the last step
