@@ -26,13 +26,15 @@ one_run() {  # task data name filter seed
     rm -rf "$run"
     vlmq train --env "$task" --model tiny --data "$data" --filter "$filter" --steps "$STEPS" \
       --lr 1e-3 --batch-size 8 --eval-every 500 --eval-episodes 30 --checkpoint-every 500 \
-      --num-envs 8 --seed "$seed" --device cpu --out "$run" --quiet
+      --num-envs 8 --seed "$seed" --device cpu --out "$run" --quiet $EXTRA
   fi
   vlmq eval --env "$task" --model "$run" --episodes 100 --num-envs 10 \
     --seed $((900000000 + 10000 * seed)) --json "$run/eval100.json"
 }
 
-export OUT STEPS
+EXTRA=${EXTRA:-}  # more `vlmq train` flags, e.g. EXTRA="--lr-schedule cosine"
+CONDITIONS=${CONDITIONS:-"afsft sft"}
+export OUT STEPS EXTRA
 export -f one_run
 for task in "${TASKS[@]}"; do
   data=$OUT/data/${task//\//-}
@@ -46,8 +48,10 @@ done
 for task in "${TASKS[@]}"; do
   name=${task//\//-}
   for seed in 0 1 2; do
-    echo "$task $OUT/data/$name $OUT/$name/afsft-seed$seed binary $seed"
-    echo "$task $OUT/data/$name $OUT/$name/sft-seed$seed none $seed"
+    for cond in $CONDITIONS; do
+      filt=$([ "$cond" = afsft ] && echo binary || echo none)
+      echo "$task $OUT/data/$name $OUT/$name/$cond-seed$seed $filt $seed"
+    done
   done
 done | xargs -P "${JOBS:-2}" -L 1 bash -c 'one_run "$@"' _
 python3 - "$OUT" <<'EOF'

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from vlmq.models.policy import Policy
 from vlmq.models.prompts import format_response
-from vlmq.train.ranking import build_probes, ranking_accuracy, ranking_verdict
+from vlmq.train.ranking import Probe, blind_accuracy, build_probes, ranking_accuracy, ranking_verdict
 
 
 def test_probes_hold_the_expert_action_and_the_other_valid_actions() -> None:
@@ -54,3 +55,13 @@ def test_accuracy_is_one_half_and_zero_for_a_right_flat_and_reversed_critic(tiny
 def test_verdict_names_a_chance_critic_only() -> None:
     assert ranking_verdict(0.51) is not None and "chance" in ranking_verdict(0.51)  # type: ignore[operator]
     assert ranking_verdict(0.8) is None and ranking_verdict(None) is None
+    # a critic that always prefers the expert's usual action is at chance on a lopsided task
+    assert ranking_verdict(0.7, chance=0.72) is not None and ranking_verdict(0.8, chance=0.72) is None
+
+
+def test_blind_accuracy_is_the_best_state_independent_order() -> None:
+    img = np.zeros((2, 2, 3), dtype=np.uint8)
+    probes = [Probe(img, "p", "stand", ["hit"])] * 3 + [Probe(img, "p", "hit", ["stand"])]
+    assert blind_accuracy(probes) == 0.75  # always prefer stand: right on 3 of 4
+    assert blind_accuracy(build_probes("gym_cards/NumberLine", states=10)) >= 0.5
+    assert blind_accuracy([]) == 0.5

@@ -281,6 +281,7 @@ def train(
         1, help="Micro-batches per optimizer step (global batch: batch size x grad accum x processes)."
     ),
     lr: float = typer.Option(1e-4, help="AdamW learning rate."),
+    lr_schedule: str = typer.Option("constant", help="After the warm-up: constant, or cosine decay to 0.1 x lr."),
     gamma: float = typer.Option(0.9, help="Discount between turns."),
     beta: float = typer.Option(1.0, help="Exp filter temperature."),
     threshold: float = typer.Option(
@@ -367,10 +368,12 @@ def train(
         if critic_coef is None and filter == "none":
             loss_kw["critic_coef"] = 0.0  # plain SFT: no critic loss moves the shared backbone
         cfg_kw: dict[str, Any] = {
-            "critic_init_std": critic_init_std, "filter_warmup_steps": filter_warmup_steps,
+            "critic_init_std": critic_init_std, "lr_schedule": lr_schedule, "filter_warmup_steps": filter_warmup_steps,
         }  # fmt: skip
         if online_mode not in ("sync", "async"):
             _fail(f"--online-mode must be sync or async, not {online_mode!r}")
+        if lr_schedule not in ("constant", "cosine"):
+            _fail(f"--lr-schedule must be constant or cosine, not {lr_schedule!r}")
         if dtype not in (None, "float32", "bfloat16", "float16"):
             _fail(f"--dtype must be float32, bfloat16 or float16, not {dtype!r}")
         run = out or Path("runs") / f"{env.replace('/', '-')}-{filter}-seed{seed}"
@@ -473,7 +476,7 @@ def filter_report_cmd(
     typer.echo(format_report(filter_report(policy, samples, loss)))
     env = env or (run_cfg.env if run_cfg else None)
     if env:
-        from vlmq.train.ranking import build_probes, ranking_accuracy, ranking_verdict
+        from vlmq.train.ranking import blind_accuracy, build_probes, ranking_accuracy, ranking_verdict
 
         try:
             probes = build_probes(env)
@@ -483,8 +486,9 @@ def filter_report_cmd(
         if acc is None:
             typer.echo(f"ranking accuracy: {env} has no in-process scripted expert to probe")
         else:
-            typer.echo(f"ranking accuracy on {len(probes)} held-out states of {env}: {acc:.3f} (chance 0.5)")
-            if warning := ranking_verdict(acc):
+            chance = blind_accuracy(probes)
+            typer.echo(f"ranking accuracy on {len(probes)} held-out states of {env}: {acc:.3f} (chance {chance:.3f})")
+            if warning := ranking_verdict(acc, chance):
                 typer.echo(f"warning: {warning}")
 
 

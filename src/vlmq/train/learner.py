@@ -507,11 +507,12 @@ class Learner:
         return save_checkpoint(self.run_dir, self.step, self.policy, state, keep=self.cfg.keep_checkpoints)
 
     def summary(self, wall_s: float) -> dict[str, Any]:
-        from vlmq.train.ranking import ranking_verdict
+        from vlmq.train.ranking import blind_accuracy, ranking_verdict
 
         last = self.history[-1] if self.history else {}
         ranking = self.last_ranking
-        warning = ranking_verdict(ranking) if self.cfg.loss.filter != "none" else None
+        chance = blind_accuracy(self.probes)
+        warning = ranking_verdict(ranking, chance) if self.cfg.loss.filter != "none" else None
         return {
             "env": self.cfg.env,
             "model": self.cfg.model,
@@ -521,6 +522,7 @@ class Learner:
             "online_mode": self.cfg.online_mode,
             "final_eval": last,
             "ranking_accuracy": ranking,
+            "ranking_chance": chance if self.probes else None,
             "warnings": [warning] if warning else [],
             "evals": self.history,
             "wall_time_s": round(wall_s, 1),
