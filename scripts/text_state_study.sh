@@ -32,7 +32,7 @@ one_run() {  # task data name filter seed
     --seed $((900000000 + 10000 * seed)) --json "$run/eval100.json"
 }
 
-EXTRA=${EXTRA:-}  # more `vlmq train` flags, e.g. EXTRA="--lr-schedule cosine"
+EXTRA=${EXTRA:-}  # more `vlmq train` flags, e.g. EXTRA="--lr-schedule constant"
 CONDITIONS=${CONDITIONS:-"afsft sft"}
 export OUT STEPS EXTRA
 export -f one_run

@@ -281,7 +281,7 @@ def train(
         1, help="Micro-batches per optimizer step (global batch: batch size x grad accum x processes)."
     ),
     lr: float = typer.Option(1e-4, help="AdamW learning rate."),
-    lr_schedule: str = typer.Option("constant", help="After the warm-up: constant, or cosine decay to 0.1 x lr."),
+    lr_schedule: str = typer.Option("cosine", help="After the warm-up: cosine decay to 0.1 x lr, or constant."),
     gamma: float = typer.Option(0.9, help="Discount between turns."),
     beta: float = typer.Option(1.0, help="Exp filter temperature."),
     threshold: float = typer.Option(

@@ -44,7 +44,7 @@ class TrainConfig:
     steps: int = 200
     """Optimizer steps of offline training."""
     warmup_steps: int = 10
-    lr_schedule: Literal["constant", "cosine"] = "constant"
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
     """After the warm-up: ``constant``, or ``cosine`` decay to ``lr_min_ratio * lr`` at the last step."""
     lr_min_ratio: float = 0.1
     filter_warmup_steps: int = 500
