@@ -268,3 +268,9 @@ def test_conservative_term_lifts_a_forced_token_above_extrapolated_values(conser
         opt.step()
     out = afsft_loss(logits, q, q.detach(), actions, mask, one, ~no, torch.zeros(1), no, cfg)
     assert out.metrics["filter_pass_frac"] == (1.0 if conservative else 0.0)
+
+
+def test_plain_sft_has_no_critic_loss_unless_asked() -> None:
+    assert AFSFTConfig.for_filter("none").critic_coef == 0.0
+    assert AFSFTConfig.for_filter("none", critic_coef=2.0).critic_coef == 2.0
+    assert AFSFTConfig.for_filter("binary").critic_coef == AFSFTConfig().critic_coef == 10.0

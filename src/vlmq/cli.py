@@ -364,9 +364,6 @@ def train(
             _fail(f"--conservative must be >= 0, not {conservative}")
         if critic_coef is not None and critic_coef < 0:
             _fail(f"--critic-coef must be >= 0, not {critic_coef}")
-        loss_kw: dict[str, Any] = {"critic_coef": critic_coef}
-        if critic_coef is None and filter == "none":
-            loss_kw["critic_coef"] = 0.0  # plain SFT: no critic loss moves the shared backbone
         cfg_kw: dict[str, Any] = {
             "critic_init_std": critic_init_std, "lr_schedule": lr_schedule, "filter_warmup_steps": filter_warmup_steps,
         }  # fmt: skip
@@ -379,9 +376,9 @@ def train(
         run = out or Path("runs") / f"{env.replace('/', '-')}-{filter}-seed{seed}"
         cfg = TrainConfig(
             env=env, model=model, data=data, out=str(run), seed=seed,
-            loss=AFSFTConfig(
-                filter=filter, gamma=gamma, beta=beta, threshold=threshold, conservative=conservative,  # type: ignore[arg-type]
-                **{k: v for k, v in loss_kw.items() if v is not None},
+            loss=AFSFTConfig.for_filter(
+                filter, gamma=gamma, beta=beta, threshold=threshold, conservative=conservative,  # type: ignore[arg-type]
+                **({} if critic_coef is None else {"critic_coef": critic_coef}),
             ),
             target=target, tau=tau, lr=lr, batch_size=batch_size, grad_accum=grad_accum,  # type: ignore[arg-type]
             steps=steps if data else 0, lora_r=lora_r, lora_alpha=2 * lora_r, max_new_tokens=max_new_tokens,

@@ -36,7 +36,7 @@ imitated, so AFSFT starts as SFT and drops tokens only once the critic ranks the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -70,6 +70,14 @@ class AFSFTConfig:
     conservative: float = 0.0
     """Weight of the conservative critic term (CQL, see module docstring); 0 = off."""
     extra: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def for_filter(cls, filter: FilterKind, **overrides: Any) -> AFSFTConfig:
+        """The loss of ``filter``; ``none`` is plain SFT: no critic loss moves the shared backbone
+        (``critic_coef`` 0 unless given)."""
+        if filter == "none":
+            overrides.setdefault("critic_coef", 0.0)
+        return cls(filter=filter, **overrides)
 
 
 @dataclass

@@ -34,6 +34,7 @@ import torch
 from accelerate import Accelerator, DistributedType
 from accelerate.utils import InitProcessGroupKwargs, broadcast_object_list, gather_object
 
+from vlmq.algo.afsft import AFSFTConfig
 from vlmq.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, set_rng_state
 from vlmq.train.config import TrainConfig
 from vlmq.train.logger import RunLogger
@@ -311,7 +312,7 @@ class Learner:
         totals["lr"] = self.scheduler.get_last_lr()[0]
         return totals
 
-    def _loss_config(self) -> Any:
+    def _loss_config(self) -> AFSFTConfig:
         """The loss of this step: plain imitation (filter ``none``, critic still trained) for the first
         ``filter_warmup_steps`` steps, then ``cfg.loss``."""
         if self.step < self.cfg.filter_warmup_steps and self.cfg.loss.filter != "none":

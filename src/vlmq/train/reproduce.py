@@ -169,7 +169,7 @@ def train_config(cfg: ReproduceConfig, task: str, name: str, seed: int, data: Pa
     _, filt, online = RUNS[name]
     return TrainConfig(
         env=task, model=cfg.model, out=str(run_dir(cfg, task, name, seed)), data=str(data), seed=seed,
-        loss=AFSFTConfig(filter=filt, critic_coef=0.0 if filt == "none" else AFSFTConfig.critic_coef),  # type: ignore[arg-type]
+        loss=AFSFTConfig.for_filter(filt),  # type: ignore[arg-type]
         lr=cfg.lr, batch_size=cfg.batch_size, steps=cfg.steps, max_new_tokens=cfg.max_new_tokens,
         eval_every=cfg.eval_every, eval_episodes=cfg.eval_episodes, eval_sampled=False,
         eval_at_start=False, eval_seed=_eval_seed(seed), checkpoint_every=max(cfg.eval_every, 1),
