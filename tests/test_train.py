@@ -181,6 +181,10 @@ def test_bad_loss_options_are_clear_errors(tmp_path: Path, random_data: Path) ->
     r = CliRunner().invoke(app, [*args, "--conservative", "-1"])
     assert r.exit_code == 1 and "--conservative must be >= 0" in r.output
     assert not (tmp_path / "r").exists()
+    for bad in ("2", "x"):
+        r = CliRunner().invoke(app, [*args, "--forced-prob", bad])
+        assert r.exit_code == 1 and "--forced-prob must be" in r.output
+    assert not (tmp_path / "r").exists()
 
 
 def test_grad_accumulation_averages_micro_batches(tmp_path: Path, tiny_base: Path, random_data: Path) -> None:

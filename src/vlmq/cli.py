@@ -290,6 +290,14 @@ def train(
     conservative: float = typer.Option(
         0.0, help="Weight of a conservative (CQL) critic term that lowers the Q of tokens the data does not log."
     ),
+    turn_lambda: float = typer.Option(
+        None, min=0.0, max=1.0,
+        help="In-turn lambda of the critic's TD targets (1: every token of a turn targets its outcome; 0: one-step).",
+    ),
+    forced_prob: str = typer.Option(
+        None, help="Binary filter: always imitate a logged token the policy gives at least this probability "
+        "(protects the action syntax); 'off' disables.",
+    ),
     critic_coef: float = typer.Option(
         None, help="Weight of the critic loss (default: the AFSFT default; 0 with --filter none: plain SFT)."
     ),
@@ -364,6 +372,16 @@ def train(
             _fail(f"--conservative must be >= 0, not {conservative}")
         if critic_coef is not None and critic_coef < 0:
             _fail(f"--critic-coef must be >= 0, not {critic_coef}")
+        loss_kw: dict[str, Any] = {} if critic_coef is None else {"critic_coef": critic_coef}
+        if turn_lambda is not None:
+            loss_kw["turn_lambda"] = turn_lambda
+        if forced_prob is not None:
+            try:
+                loss_kw["forced_prob"] = None if forced_prob == "off" else float(forced_prob)
+            except ValueError:
+                _fail(f"--forced-prob must be a probability or 'off', not {forced_prob!r}")
+            if loss_kw["forced_prob"] is not None and not 0.0 < loss_kw["forced_prob"] <= 1.0:
+                _fail(f"--forced-prob must be in (0, 1] or 'off', not {forced_prob!r}")
         cfg_kw: dict[str, Any] = {
             "critic_init_std": critic_init_std, "lr_schedule": lr_schedule, "filter_warmup_steps": filter_warmup_steps,
         }  # fmt: skip
@@ -378,7 +396,7 @@ def train(
             env=env, model=model, data=data, out=str(run), seed=seed,
             loss=AFSFTConfig.for_filter(
                 filter, gamma=gamma, beta=beta, threshold=threshold, conservative=conservative,  # type: ignore[arg-type]
-                **({} if critic_coef is None else {"critic_coef": critic_coef}),
+                **loss_kw,
             ),
             target=target, tau=tau, lr=lr, batch_size=batch_size, grad_accum=grad_accum,  # type: ignore[arg-type]
             steps=steps if data else 0, lora_r=lora_r, lora_alpha=2 * lora_r, max_new_tokens=max_new_tokens,

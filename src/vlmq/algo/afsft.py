@@ -17,8 +17,10 @@ of the row). At column ``j`` the state is ``s^j = (prompt, y^{<j})`` and the act
 
 **Values.** ``V(s) = sum_a pi(a|s) Q(s, a)``, the exact expectation over the vocabulary.
 
-**Critic (TD).** Inside a turn the target of token ``j`` is ``gamma_token * V'(s^{j+1})``; the last
-token's target is ``r + gamma * (1 - terminated) * V'(s_{t+1}^0)``. A time-limit truncation is not a
+**Critic (TD).** The last token's target is ``r + gamma * (1 - terminated) * V'(s_{t+1}^0)``; inside a
+turn the target of token ``j`` is the in-turn lambda-return
+``gamma_token * ((1 - turn_lambda) V'(s^{j+1}) + turn_lambda G_{j+1})`` (``turn_lambda = 0``: one-step,
+``gamma_token * V'(s^{j+1})``; 1: every token targets the turn's outcome). A time-limit truncation is not a
 termination: it bootstraps from the final observation (``has_next``).
 
 **Conservative term (optional).** ``conservative * mean_j (logsumexp_b Q(s^j, b) - Q(s^j, a_j))``
@@ -30,7 +32,10 @@ values extrapolated to tokens logged elsewhere do not make a forced token's adva
 ``min(exp(beta A), w_max)`` (AWR) or ``none`` ``1`` (exactly SFT). Ties pass the binary filter: a token
 the critic does not rank below the policy's average (``A = 0`` exactly where the critic scores every
 token alike, e.g. a freshly initialised one, or where the policy already emits only that token) is
-imitated, so AFSFT starts as SFT and drops tokens only once the critic ranks them worse.
+imitated, so AFSFT starts as SFT and drops tokens only once the critic ranks them worse. A token the
+policy already emits with probability at least ``forced_prob`` (a syntax token) always passes: its
+advantage ``(1 - pi(a)) (Q(a) - mean_{b != a} Q(b))`` is tiny and its sign is set by the Q-values of
+tokens the data never logs there.
 """
 
 from __future__ import annotations
@@ -65,6 +70,15 @@ class AFSFTConfig:
     shared LoRA is too small to build state-dependent values (docs/design.md, the critic ablation)."""
     huber_delta: float | None = None
     """Use a Huber critic loss with this delta instead of the squared error."""
+    turn_lambda: float = 1.0
+    """In-turn lambda of the TD targets (see :func:`td_targets`): 1 = every token of a turn targets the
+    turn's outcome, 0 = one-step TD. 1: with one-step targets the outcome reaches the decision token
+    only through the hidden states of the syntax tokens after it, which on Blackjack never learned to
+    carry it (docs/design.md, the critic ablation)."""
+    forced_prob: float | None = 0.95
+    """Binary filter: a logged token the policy already emits with at least this probability always
+    passes (see :func:`filter_weights`); ``None`` = off. Without it the filter dropped syntax tokens on
+    the sign of a near-zero advantage and runs lost their action syntax."""
     reward_scale: float = 1.0
     """Rewards are multiplied by this before the TD target."""
     conservative: float = 0.0
@@ -125,31 +139,56 @@ def td_targets(
     gamma: float,
     gamma_token: float = 1.0,
     reward_scale: float = 1.0,
+    turn_lambda: float = 0.0,
 ) -> torch.Tensor:
     """TD targets for every logged token, ``[B, L]`` (zero where ``mask`` is False).
 
-    ``v_target[b, j] = V'(s^j)``. Token ``j`` bootstraps from ``V'(s^{j+1})`` when token ``j+1`` is
-    also logged, and from the next turn (reward, termination) when it is the turn's last token.
+    ``v_target[b, j] = V'(s^j)``. The turn's last token targets ``r + gamma (1 - terminated) V'(s_{t+1}^0)``;
+    an earlier token ``j`` the in-turn lambda-return
+    ``G_j = gamma_token ((1 - turn_lambda) V'(s^{j+1}) + turn_lambda G_{j+1})``: with ``turn_lambda = 0``
+    one-step TD (credit moves one token per target update), with 1 every token of the turn targets the
+    turn's outcome at once (the logged continuation of the turn, as in SARSA).
     """
     mask = mask.bool()
-    v_next_in_turn = torch.zeros_like(v_target)
-    v_next_in_turn[:, :-1] = v_target[:, 1:]
     next_logged = torch.zeros_like(mask)
     next_logged[:, :-1] = mask[:, 1:]
-    is_last = mask & ~next_logged
     cont = has_next.float() * (1.0 - terminated.float())
     boot = reward.float() * reward_scale + gamma * cont * next_value.float()  # [B]
-    target = torch.where(is_last, boot[:, None].expand_as(v_target), gamma_token * v_next_in_turn)
+    v = v_target.float()
+    target = torch.zeros_like(v)
+    g_next = torch.zeros_like(boot)  # G_{j+1}
+    for j in range(v.shape[1] - 1, -1, -1):
+        v_next = v[:, j + 1] if j + 1 < v.shape[1] else torch.zeros_like(boot)
+        inner = gamma_token * ((1.0 - turn_lambda) * v_next + turn_lambda * g_next)
+        g = torch.where(next_logged[:, j], inner, boot)
+        target[:, j] = g
+        g_next = g
     return torch.where(mask, target, torch.zeros_like(target))
 
 
 def filter_weights(
-    advantage: torch.Tensor, kind: FilterKind, threshold: float = 0.0, beta: float = 1.0, w_max: float = 20.0
+    advantage: torch.Tensor,
+    kind: FilterKind,
+    threshold: float = 0.0,
+    beta: float = 1.0,
+    w_max: float = 20.0,
+    pi_taken: torch.Tensor | None = None,
+    forced_prob: float | None = None,
 ) -> torch.Tensor:
     """Per-token imitation weights from (already detached) advantages. ``binary`` passes ties
-    (``A >= threshold``): with no preference of the critic, the token is imitated as in SFT."""
+    (``A >= threshold``): with no preference of the critic, the token is imitated as in SFT.
+
+    With ``forced_prob`` (and the policy's probability of each logged token, ``pi_taken``) a token
+    with ``pi >= forced_prob`` always passes the binary filter. Its advantage
+    ``(1 - pi) (Q(a) - mean_{b != a} Q(b))`` is a tiny number whose sign comes from the Q-values of
+    tokens the data never logs there, so the filter would drop syntax tokens at random."""
     if kind == "binary":
-        return (advantage >= threshold).float()
+        keep = advantage >= threshold
+        if forced_prob is not None:
+            if pi_taken is None:
+                raise ValueError("filter_weights: forced_prob needs pi_taken")
+            keep = keep | (pi_taken >= forced_prob)
+        return keep.float()
     if kind == "exp":
         return torch.clamp(torch.exp(beta * advantage), max=w_max)
     if kind == "none":
@@ -204,7 +243,7 @@ def afsft_loss(
     v_target = state_values(logits, q_target.detach())
     target = td_targets(
         v_target, mask, reward, terminated, next_value.detach(), has_next,
-        cfg.gamma, cfg.gamma_token, cfg.reward_scale,
+        cfg.gamma, cfg.gamma_token, cfg.reward_scale, cfg.turn_lambda,
     )  # fmt: skip
     l_critic = critic_loss(q_taken, target, mask, cfg.huber_delta)
     gap = conservative_penalty(q, q_taken, mask) if cfg.conservative else None
@@ -213,7 +252,9 @@ def afsft_loss(
 
     with torch.no_grad():
         advantage = advantages(logits, q.detach(), q_taken.detach())
-        weights = filter_weights(advantage, cfg.filter, cfg.threshold, cfg.beta, cfg.w_max)
+        weights = filter_weights(
+            advantage, cfg.filter, cfg.threshold, cfg.beta, cfg.w_max, logp_taken.detach().exp(), cfg.forced_prob
+        )
     l_actor = actor_loss(logp_taken, weights, mask)
     loss = l_actor + cfg.critic_coef * l_critic
     metrics = _metrics(mask, advantage, weights, q_taken, target, logp_taken)

@@ -55,8 +55,8 @@ def filter_report(
             out = policy(inputs, state_pos)
             actions = logged_actions(inputs["input_ids"], state_pos)
             adv = advantages(out.logits, out.q, taken(out.q, actions))
-            w = filter_weights(adv, cfg.filter, cfg.threshold, cfg.beta, cfg.w_max)
             pi = taken(torch.softmax(out.logits.float(), -1), actions)
+            w = filter_weights(adv, cfg.filter, cfg.threshold, cfg.beta, cfg.w_max, pi, cfg.forced_prob)
             for b, j in mask.nonzero().tolist():
                 row = (int(actions[b, j]), float(w[b, j] > 0), float(adv[b, j]), float(pi[b, j]))
                 per_pos.setdefault(j, []).append(row)
