@@ -5,15 +5,17 @@
 #   bash scripts/text_state_study.sh [OUT] [TASKS...]     # default OUT=runs/text-study, both tasks
 #
 # Per task: 300 random episodes (seed 0), then for seeds 0 1 2 one AFSFT and one plain SFT run with
-# the defaults of `vlmq train` (1,500 steps), JOBS (default 2) at a time, each evaluated greedily on 100 episodes of seeds no data
-# uses (900,000,000 + 10,000 * seed). Resumable: finished runs are skipped, killed ones resumed. One
-# torch thread per run; a run takes 10-15 min of a 2-core CPU when two share it.
+# the defaults of `vlmq train` (1,500 steps; 3,000 on Blackjack, whose 300 episodes hold only ~400
+# turns and whose critic ranks from step ~1,400; STEPS overrides both), JOBS (default 2) at a time,
+# each evaluated greedily on 100 episodes of seeds no data uses (900,000,000 + 10,000 * seed).
+# Resumable: finished runs are skipped, killed ones resumed. One torch thread per run; alone, a
+# 1,500-step run takes about 8 min and a 3,000-step one 16 (13-35 min when 3-4 runs share 2 cores).
 set -euo pipefail
 OUT=${1:-runs/text-study}
 shift || true
 TASKS=("$@")
 [ ${#TASKS[@]} -gt 0 ] || TASKS=(gym_cards/NumberLine-text gym_cards/Blackjack-text)
-STEPS=${STEPS:-1500}
+steps_for() { if [ -n "${STEPS:-}" ]; then echo "$STEPS"; elif [[ $1 == *Blackjack* ]]; then echo 3000; else echo 1500; fi; }
 export OMP_NUM_THREADS=1
 
 one_run() {  # task data name filter seed
@@ -24,7 +26,7 @@ one_run() {  # task data name filter seed
     vlmq train --resume "$run" --quiet
   else
     rm -rf "$run"
-    vlmq train --env "$task" --model tiny --data "$data" --filter "$filter" --steps "$STEPS" \
+    vlmq train --env "$task" --model tiny --data "$data" --filter "$filter" --steps "$(steps_for "$task")" \
       --lr 1e-3 --batch-size 8 --eval-every 500 --eval-episodes 30 --checkpoint-every 500 \
       --num-envs 8 --seed "$seed" --device cpu --out "$run" --quiet $EXTRA
   fi
@@ -35,7 +37,7 @@ one_run() {  # task data name filter seed
 EXTRA=${EXTRA:-}  # more `vlmq train` flags, e.g. EXTRA="--lr-schedule constant"
 CONDITIONS=${CONDITIONS:-"afsft sft"}
 export OUT STEPS EXTRA
-export -f one_run
+export -f one_run steps_for
 for task in "${TASKS[@]}"; do
   data=$OUT/data/${task//\//-}
   [ -f "$data/.complete" ] || {
