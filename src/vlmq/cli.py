@@ -647,16 +647,13 @@ def pretrain_tiny_cmd(
     if evaluate:
         folder = model or "tiny"
         t0 = time.time()
-        held = pt.render_scenes(pt.heldout_seeds(scenes), progress=progress, desc="render held-out")
-        t1 = time.time()
         try:
-            acc = pt.evaluate_captions(folder, held, progress=progress)
+            acc, counts = pt.heldout_report(folder, scenes, progress=progress)
         except (OSError, ValueError) as e:
             _fail(f"cannot evaluate {folder}: {e}")
-        t2 = time.time()
         typer.echo(f"model {folder}: {scenes} held-out scenes per domain")
-        typer.echo(pt.format_report(acc, pt._by_domain(held)))
-        typer.echo(f"render {t1 - t0:.1f} s, describe + score {t2 - t1:.1f} s ({len(held)} scenes)")
+        typer.echo(pt.format_report(acc, counts))
+        typer.echo(f"render + describe + score: {time.time() - t0:.1f} s ({sum(counts.values())} scenes)")
         return
     if model:
         _fail("--model is only used with --eval (training writes --out)")

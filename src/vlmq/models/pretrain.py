@@ -786,6 +786,19 @@ def evaluate_captions(
     return score_descriptions(scenes, describe_scenes(model, proc, scenes, batch_size, progress=progress))
 
 
+def heldout_report(
+    folder: str | os.PathLike[str],
+    n_per_domain: int = NUM_HELDOUT,
+    domains: Sequence[str] | None = None,
+    progress: bool = False,
+) -> tuple[dict[str, float], dict[str, int]]:
+    """The held-out report of a model folder: render ``n_per_domain`` :func:`heldout_seeds` scenes per
+    domain, score them (:func:`evaluate_captions`); returns ``(accuracy per field, scenes per domain)``."""
+    heldout = render_scenes(heldout_seeds(n_per_domain, domains), progress=progress, desc="render held-out")
+    acc = evaluate_captions(folder, heldout, progress=progress)
+    return acc, dict(Counter(s.domain for s in heldout))
+
+
 # ----------------------------------------------------------------------------- the recipe
 def _samples(scenes: Sequence[Scene], rng: np.random.Generator, n: int) -> Iterator[tuple[int, str, str]]:
     for i in rng.integers(0, len(scenes), size=n):
@@ -799,10 +812,6 @@ def _save_atomic(obj: Any, file: Path) -> None:
     tmp = file.with_name(f".{file.name}.tmp")
     torch.save(obj, tmp)
     os.replace(tmp, file)
-
-
-def _by_domain(scenes: Sequence[Scene]) -> dict[str, int]:
-    return dict(Counter(s.domain for s in scenes))
 
 
 def pretrain_tiny(
@@ -952,10 +961,7 @@ def pretrain_tiny(
         model.save_pretrained(out)
         proc.save_pretrained(out)
     t_eval = time.time()
-    heldout = render_scenes(
-        heldout_seeds(num_heldout, list(domains)), progress=progress, desc="render held-out"
-    )
-    acc = evaluate_captions(out, heldout, progress=progress)
+    acc, heldout_counts = heldout_report(out, num_heldout, list(domains), progress)
     eval_s = time.time() - t_eval
     k = max(1, min(50, steps // 10))  # first / final loss: means over k steps
     files = [
@@ -978,7 +984,7 @@ def pretrain_tiny(
         "weight_decay": weight_decay,
         "num_scenes": num_scenes,
         "num_heldout": num_heldout,
-        "heldout_scenes": _by_domain(heldout),
+        "heldout_scenes": heldout_counts,
         "domains": domains,
         "first_loss": round(float(np.mean(losses[:k])), 4) if losses else None,
         "final_loss": round(float(np.mean(losses[-k:])), 4) if losses else None,
