@@ -17,6 +17,7 @@ from typing import Any
 
 from vlmq.data.schema import Episode, Turn
 from vlmq.data.store import EpisodeStore
+from vlmq.utils.progress import progress_bar
 
 SCRIPTED = ("random", "expert", "noisy")
 
@@ -101,8 +102,6 @@ def collect(
     appended ``shard_episodes`` at a time, so an interrupted collection keeps what it finished.
     ``asynchronous``: envs in subprocess workers (``None``: the env's default, see ``EnvSpec.workers``).
     """
-    from tqdm.auto import tqdm
-
     from vlmq.envs.vector import VectorEnv
     from vlmq.models.prompts import build_prompt, format_response, parse_agent
 
@@ -119,7 +118,7 @@ def collect(
     pending: list[Episode] = []
     run_id = secrets.token_hex(3)
     t0 = time.perf_counter()
-    bar = tqdm(total=episodes, desc=f"collect {env_id}", disable=not show_progress, unit="ep")
+    bar = progress_bar(total=episodes, desc=f"collect {env_id}", disable=not show_progress, unit="ep")
     venv = VectorEnv(env_id, n, asynchronous=asynchronous, env_kwargs=env_kwargs)
     try:
         task = venv.call("task_info", indices=[0])[0]

@@ -21,6 +21,7 @@ from typing import Any
 from PIL import Image
 
 from vlmq.envs.vector import VectorEnv
+from vlmq.utils.progress import progress_bar
 
 POLICIES: tuple[str, ...] = ("random", "expert", "noisy")
 
@@ -120,9 +121,7 @@ def play(
                 saving += time.perf_counter() - ts
 
     try:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=episodes, desc=f"{env_id} {policy}", disable=not progress, leave=False)
+        bar = progress_bar(total=episodes, desc=f"{env_id} {policy}", disable=not progress, leave=False)
         start(list(range(n)))  # first resets: browser start-up etc., not timed
         saving = 0.0
         t0 = time.perf_counter()

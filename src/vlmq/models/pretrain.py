@@ -62,6 +62,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from vlmq.utils.progress import progress_bar
+
 ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "tiny"  # = hub.EMBEDDED_MODELS["tiny"]
 INFO_FILE = "pretrain_info.json"
 
@@ -437,11 +439,9 @@ def render_scenes(
     pairs: Sequence[tuple[str, int]], progress: bool = False, desc: str = "scenes"
 ) -> list[Scene]:
     """Render ``(domain, seed)`` pairs (deterministic)."""
-    from tqdm.auto import tqdm
-
     renderer = SceneRenderer()
     try:
-        return [renderer.render(d, s) for d, s in tqdm(pairs, desc=desc, disable=not progress, leave=False)]
+        return [renderer.render(d, s) for d, s in progress_bar(pairs, desc=desc, disable=not progress, leave=False)]
     finally:
         renderer.close()
 
@@ -498,10 +498,9 @@ class Batcher:
     def add(self, scenes: Sequence[Scene], progress: bool = False) -> None:
         """Process ``scenes``' images and append them (indices continue after the stored ones)."""
         from PIL import Image
-        from tqdm.auto import tqdm
 
         ip = self.proc.image_processor
-        for k in tqdm(range(0, len(scenes), 64), desc="images", disable=not progress, leave=False):
+        for k in progress_bar(range(0, len(scenes), 64), desc="images", disable=not progress, leave=False):
             chunk = [[Image.fromarray(s.image)] for s in scenes[k : k + 64]]
             out = ip(chunk, return_tensors="pt")
             pv = out["pixel_values"][:, 0]
@@ -706,7 +705,6 @@ def describe_scenes(
     """Greedy JSON descriptions of ``scenes``, ``batch_size`` at a time, by an in-memory model: the
     same prompt, stop tokens and decoding as :meth:`vlmq.models.policy.Policy.generate` (every prompt
     has the same length, so no padding). Leaves the model's mode and the global RNG as they were."""
-    from tqdm.auto import tqdm
     from transformers import GenerationConfig
 
     if not scenes:
@@ -730,7 +728,7 @@ def describe_scenes(
     texts: list[str] = []
     try:
         with torch.random.fork_rng(devices=[]):
-            for k in tqdm(
+            for k in progress_bar(
                 range(0, len(scenes), batch_size), desc="describe", disable=not progress, leave=False
             ):
                 idx = list(range(k, min(k + batch_size, len(scenes))))
@@ -875,14 +873,12 @@ def pretrain_tiny(
             raise ValueError(f"{state_file} was written by a run with other settings ({', '.join(diff)}); "
                              "use another output folder or delete it")  # fmt: skip
 
-    from tqdm.auto import tqdm
-
     rng = np.random.default_rng(seed)
     # the pool, rendered and processed 1000 scenes at a time: it keeps the processed pixels, not the
     # env images; the tokenizer sees the first 1000 scenes' captions
     pairs = scene_seeds(num_scenes, seed, domains)
     scenes: list[Scene] = []
-    for k in tqdm(range(0, len(pairs), 1000), desc="render train scenes", disable=not progress, leave=False):
+    for k in progress_bar(range(0, len(pairs), 1000), desc="render train scenes", disable=not progress, leave=False):
         part = render_scenes(pairs[k : k + 1000])
         if not scenes:
             corpus = [f"{q} {c}" for s in part for q, c in scene_captions(s)]
@@ -927,7 +923,7 @@ def pretrain_tiny(
 
     model.train()
     t_start = time.time()
-    bar = tqdm(range(start, steps), desc="pretrain tiny", disable=not progress, initial=start, total=steps)
+    bar = progress_bar(range(start, steps), desc="pretrain tiny", disable=not progress, initial=start, total=steps)
     for step in bar:
         t_step = time.time()
         for g in opt.param_groups:

@@ -40,6 +40,7 @@ from vlmq.train.config import TrainConfig
 from vlmq.train.logger import RunLogger
 from vlmq.train.objective import compute_loss
 from vlmq.utils.io import atomic_write_json
+from vlmq.utils.progress import progress_bar
 
 
 class TrainingDiverged(RuntimeError):
@@ -381,12 +382,10 @@ class Learner:
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> dict[str, Any]:
-        from tqdm.auto import tqdm
-
         cfg = self.cfg
         t0 = time.time()
         show = self.show_progress and self.is_main
-        bar = tqdm(total=cfg.total_steps, initial=self.step, desc="train", disable=not show)
+        bar = progress_bar(total=cfg.total_steps, initial=self.step, desc="train", disable=not show)
         if self.step == 0 and cfg.eval_at_start and cfg.eval_every > 0 and cfg.eval_episodes > 0:
             self._on_main(self.evaluate)  # the starting point of the learning curve
         try:
