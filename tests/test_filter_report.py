@@ -52,7 +52,7 @@ def test_cli(tmp_path: Path, tiny_base: Path, random_data: Path) -> None:
     assert "ranking accuracy on 64 held-out states of gym_cards/NumberLine: 0.500 (chance 0." in r.output
     assert "at chance" in r.output
     r = runner.invoke(app, [*args, "--env", "gym_cards/Nope"])
-    assert r.exit_code == 1 and "unknown env" in r.output
+    assert r.exit_code == 2 and "unknown env" in r.output and "vlmq envs" in r.output
     r = runner.invoke(app, ["filter-report", str(tmp_path / "policy")])
     assert r.exit_code == 1 and "give --data" in r.output
     r = runner.invoke(app, ["filter-report", str(tmp_path / "policy"), "--data", str(tmp_path / "nope")])

@@ -11,7 +11,10 @@ from typing import Any, NoReturn
 
 import typer
 
+from vlmq.cli_errors import ErrorReportingGroup, fail, number, out_dir, out_file
+
 app = typer.Typer(
+    cls=ErrorReportingGroup,
     name="vlmq",
     help="VLM Q-Learning: turn vision-language models into agents and improve them with "
     "advantage-filtered SFT (AFSFT).",
@@ -22,8 +25,15 @@ app = typer.Typer(
 
 
 @app.callback()
-def _root() -> None:
-    """VLM Q-Learning: turn vision-language models into agents and improve them with AFSFT."""
+def _root(
+    debug: bool = typer.Option(
+        False, "--debug", help="Show the full traceback of an error (also: VLMQ_DEBUG=1)."
+    ),
+) -> None:
+    """VLM Q-Learning: turn vision-language models into agents and improve them with AFSFT.
+
+    Errors are one line on stderr (`error: ...`); VLMQ_DEBUG=1 or --debug shows the traceback.
+    """
 
 
 # --------------------------------------------------------------------------- environments
@@ -36,10 +46,7 @@ def envs_cmd(
     """List the environment domains and tasks (domains whose dependencies are missing are skipped)."""
     from vlmq.envs.registry import list_envs
 
-    try:
-        specs = list_envs(domain)
-    except KeyError as exc:
-        raise typer.BadParameter(str(exc.args[0]), param_hint="DOMAIN") from None
+    specs = list_envs(domain)  # an unknown domain: UnknownEnvError, reported by ErrorReportingGroup
     current = None
     for s in specs:
         if s.domain != current:
@@ -55,12 +62,13 @@ def play_cmd(
         "expert", "--policy", "-p", help="random, expert or noisy (epsilon-noisy expert)."
     ),
     episodes: int = typer.Option(100, "--episodes", "-n", min=1, help="Number of episodes."),
-    seed: int = typer.Option(0, "--seed", help="Episode i is reset with seed + i."),
+    seed: int = typer.Option(0, "--seed", callback=number(ge=0), help="Episode i is reset with seed + i."),
     epsilon: float = typer.Option(0.2, "--epsilon", min=0.0, max=1.0, help="Random-action rate of `noisy`."),
     save_frames: str | None = typer.Option(
         None,
         "--save-frames",
         metavar="DIR",
+        callback=out_dir,
         help="Write the first episode's frames (PNG) and episode.txt here.",
     ),
     num_envs: int = typer.Option(
@@ -75,8 +83,6 @@ def play_cmd(
         raise typer.BadParameter(f"choose one of {', '.join(POLICIES)}", param_hint="--policy")
     try:
         spec(env_id)
-    except KeyError as exc:
-        raise typer.BadParameter(str(exc.args[0]), param_hint="ENV_ID") from None
     except ImportError as exc:
         raise typer.BadParameter(f"{env_id}: missing dependency ({exc})", param_hint="ENV_ID") from None
     stats = play(
@@ -95,7 +101,7 @@ def collect(
     env_id: str = typer.Argument(..., help="Environment id, e.g. gym_cards/NumberLine."),
     policy: str = typer.Option("random", "--policy", "-p", help="random, expert, noisy or model."),
     episodes: int = typer.Option(100, "--episodes", "-n", min=1, help="Episodes to collect."),
-    out: Path = typer.Option(..., "--out", help="Dataset folder (created, or appended to)."),
+    out: Path = typer.Option(..., "--out", callback=out_dir, help="Dataset folder (created, or appended to)."),
     epsilon: float = typer.Option(0.2, min=0.0, max=1.0, help="Random-action rate of `noisy`."),
     num_envs: int = typer.Option(1, "--num-envs", min=1, help="Environments run side by side."),
     workers: bool = typer.Option(
@@ -105,24 +111,22 @@ def collect(
         "(default: workers for slow envs such as MiniWoB++ browsers, in-process otherwise).",
         show_default=False,
     ),
-    seed: int = typer.Option(0, help="Episode k is reset with seed + k."),
+    seed: int = typer.Option(0, callback=number(ge=0), help="Episode k is reset with seed + k."),
     model: str = typer.Option(
         None, "--model", help="Policy for --policy model (base model or saved policy)."
     ),
-    temperature: float = typer.Option(1.0, help="Sampling temperature of --policy model (0 = greedy)."),
-    max_new_tokens: int = typer.Option(24, help="Response length limit of --policy model."),
+    temperature: float = typer.Option(
+        1.0, callback=number(ge=0), help="Sampling temperature of --policy model (0 = greedy)."
+    ),
+    max_new_tokens: int = typer.Option(24, callback=number(ge=1), help="Response length limit of --policy model."),
 ) -> None:
     """Collect episodes with a scripted policy or a model into a dataset folder."""
     from vlmq.data.collect import collect as run_collect
-    from vlmq.data.schema import DataError
     from vlmq.envs.registry import spec
 
     if policy not in ("random", "expert", "noisy", "model"):
         raise typer.BadParameter("choose random, expert, noisy or model", param_hint="--policy")
-    try:
-        spec(env_id)
-    except KeyError as exc:
-        raise typer.BadParameter(str(exc.args[0]), param_hint="ENV_ID") from None
+    spec(env_id)
     pol = None
     if policy == "model":
         if not model:
@@ -130,14 +134,11 @@ def collect(
         from vlmq.models.policy import Policy
 
         pol = Policy.from_pretrained(model)
-    try:
-        stats = run_collect(
-            env_id, policy, episodes, num_envs=num_envs, asynchronous=workers,
-            seed=seed, epsilon=epsilon, model=pol,
-            temperature=temperature, max_new_tokens=max_new_tokens, out=out,
-        )  # fmt: skip
-    except DataError as exc:
-        _fail(str(exc))
+    stats = run_collect(
+        env_id, policy, episodes, num_envs=num_envs, asynchronous=workers,
+        seed=seed, epsilon=epsilon, model=pol,
+        temperature=temperature, max_new_tokens=max_new_tokens, out=out,
+    )  # fmt: skip
     typer.echo(stats.summary())
     typer.echo(f"saved to {out}")
 
@@ -149,7 +150,9 @@ app.add_typer(data_app, name="data")
 @data_app.command("info")
 def data_info(
     path: Path = typer.Argument(..., help="Dataset folder."),
-    hist: Path = typer.Option(None, "--hist", help="Write a histogram of episode returns to this PNG."),
+    hist: Path = typer.Option(
+        None, "--hist", callback=out_file, help="Write a histogram of episode returns to this PNG."
+    ),
     tokenizer: str = typer.Option(
         None,
         "--tokenizer",
@@ -173,24 +176,20 @@ def data_info(
 
 @data_app.command("merge")
 def data_merge(
-    out: Path = typer.Argument(..., help="New dataset folder."),
+    out: Path = typer.Argument(..., callback=out_dir, help="New dataset folder."),
     inputs: list[Path] = typer.Argument(..., help="Datasets to merge."),
 ) -> None:
     """Merge datasets (each episode keeps its source)."""
     from vlmq.data.mix import merge
-    from vlmq.data.schema import DataError
 
-    try:
-        store = merge(out, inputs)
-    except DataError as exc:
-        _fail(str(exc))
+    store = merge(out, inputs)
     typer.echo(f"{store.num_episodes} episodes -> {out}")
 
 
 @data_app.command("filter")
 def data_filter(
     src: Path = typer.Argument(..., help="Dataset folder."),
-    out: Path = typer.Argument(..., help="New dataset folder."),
+    out: Path = typer.Argument(..., callback=out_dir, help="New dataset folder."),
     source: str = typer.Option(
         None, help="Keep episodes whose source starts with this (random, noisy, ...)."
     ),
@@ -198,18 +197,14 @@ def data_filter(
 ) -> None:
     """Keep the episodes of one source and/or outcome."""
     from vlmq.data.mix import filter_episodes
-    from vlmq.data.schema import DataError
 
-    try:
-        store = filter_episodes(src, out, source=source, success=success)
-    except DataError as exc:
-        _fail(str(exc))
+    store = filter_episodes(src, out, source=source, success=success)
     typer.echo(f"{store.num_episodes} episodes -> {out}")
 
 
 @data_app.command("mix")
 def data_mix(
-    out: Path = typer.Argument(..., help="New dataset folder."),
+    out: Path = typer.Argument(..., callback=out_dir, help="New dataset folder."),
     parts: list[str] = typer.Option(..., "--from", help="DIR:FRACTION, repeatable (fractions sum to 1)."),
     total: int = typer.Option(..., "--total", min=1, help="Episodes in the mixture."),
     seed: int = typer.Option(0, help="Sampling seed."),
@@ -237,7 +232,7 @@ def data_mix(
 @data_app.command("sample")
 def data_sample(
     src: Path = typer.Argument(..., help="Dataset folder (e.g. a merge of expert, noisy and random data)."),
-    out: Path = typer.Argument(..., help="New dataset folder."),
+    out: Path = typer.Argument(..., callback=out_dir, help="New dataset folder."),
     fracs: list[str] = typer.Option(
         ..., "--frac", help="SOURCE=FRACTION, repeatable (source prefix, e.g. expert=0.1 noisy=0.3)."
     ),
@@ -272,20 +267,23 @@ def train(
     env: str = typer.Option(None, "--env", help="Environment id, e.g. gym_cards/NumberLine."),
     model: str = typer.Option(None, "--model", help="Base model (hub name or folder) or a saved policy."),
     data: str = typer.Option(None, "--data", help="Offline dataset folder (from `vlmq collect`)."),
-    out: Path = typer.Option(None, "--out", help="Run folder (default runs/<env>-<filter>-seed<seed>)."),
+    out: Path = typer.Option(
+        None, "--out", callback=out_dir, help="Run folder (default runs/<env>-<filter>-seed<seed>)."
+    ),
     filter: str = typer.Option("binary", "--filter", help="binary (AFSFT), exp (AWR) or none (SFT)."),
     online: bool = typer.Option(False, "--online", help="After offline steps, train on own episodes."),
-    steps: int = typer.Option(200, help="Offline optimizer steps."),
-    batch_size: int = typer.Option(8, help="Turns per micro-batch and process."),
+    steps: int = typer.Option(200, callback=number(ge=0), help="Offline optimizer steps."),
+    batch_size: int = typer.Option(8, callback=number(ge=1), help="Turns per micro-batch and process."),
     grad_accum: int = typer.Option(
-        1, help="Micro-batches per optimizer step (global batch: batch size x grad accum x processes)."
+        1, callback=number(ge=1),
+        help="Micro-batches per optimizer step (global batch: batch size x grad accum x processes).",
     ),
-    lr: float = typer.Option(1e-4, help="AdamW learning rate."),
+    lr: float = typer.Option(1e-4, callback=number(gt=0), help="AdamW learning rate."),
     lr_schedule: str = typer.Option("cosine", help="After the warm-up: cosine decay to 0.1 x lr, or constant."),
-    gamma: float = typer.Option(0.9, help="Discount between turns."),
-    beta: float = typer.Option(1.0, help="Exp filter temperature."),
+    gamma: float = typer.Option(0.9, callback=number(ge=0, le=1), help="Discount between turns."),
+    beta: float = typer.Option(1.0, callback=number(gt=0), help="Exp filter temperature."),
     threshold: float = typer.Option(
-        0.0, help="Binary filter: imitate a token when its advantage is at least this (ties pass)."
+        0.0, callback=number(), help="Binary filter: imitate a token when its advantage is at least this (ties pass)."
     ),
     conservative: float = typer.Option(
         0.0, help="Weight of a conservative (CQL) critic term that lowers the Q of tokens the data does not log."
@@ -299,22 +297,24 @@ def train(
         "(protects the action syntax); 'off' disables.",
     ),
     critic_coef: float = typer.Option(
-        None, help="Weight of the critic loss (default: the AFSFT default; 0 with --filter none: plain SFT)."
+        None, callback=number(ge=0), help="Weight of the critic loss (default: the AFSFT default; 0 with --filter none: plain SFT)."
     ),
     critic_init_std: float = typer.Option(
-        None, help="Std of the critic head's initial weights (0: zero weights; default: the config's)."
+        None, callback=number(ge=0), help="Std of the critic head's initial weights (0: zero weights; default: the config's)."
     ),
     filter_warmup_steps: int = typer.Option(
         None, min=0, help="First steps imitate every logged token (filter off) while the critic learns."
     ),
     target: str = typer.Option("polyak", help="Target critic: polyak or online (detached)."),
-    tau: float = typer.Option(0.05, help="Polyak rate of the target critic."),
-    lora_r: int = typer.Option(16, help="LoRA rank."),
-    online_rounds: int = typer.Option(4, help="Online rounds (collect, then train)."),
-    online_episodes: int = typer.Option(16, help="Episodes collected per online round."),
-    online_steps: int = typer.Option(50, help="Optimizer steps per online round."),
-    num_envs: int = typer.Option(4, help="Parallel environments for collection and evaluation."),
-    temperature: float = typer.Option(1.0, help="Sampling temperature for online collection."),
+    tau: float = typer.Option(0.05, callback=number(gt=0, le=1), help="Polyak rate of the target critic."),
+    lora_r: int = typer.Option(16, callback=number(ge=1), help="LoRA rank."),
+    online_rounds: int = typer.Option(4, callback=number(ge=1), help="Online rounds (collect, then train)."),
+    online_episodes: int = typer.Option(16, callback=number(ge=1), help="Episodes collected per online round."),
+    online_steps: int = typer.Option(50, callback=number(ge=0), help="Optimizer steps per online round."),
+    num_envs: int = typer.Option(
+        4, callback=number(ge=1), help="Parallel environments for collection and evaluation."
+    ),
+    temperature: float = typer.Option(1.0, callback=number(ge=0), help="Sampling temperature for online collection."),
     online_mode: str = typer.Option(
         "sync", help="sync: collect, then train, per round; async: collectors overlap the learner."
     ),
@@ -322,7 +322,7 @@ def train(
         1, min=0, help="async: collector processes started here (more: `vlmq collect-online RUN`)."
     ),
     critic_init_bias: float = typer.Option(
-        None, help="Initial Q-value of every token (default: the offline data's mean return)."
+        None, callback=number(), help="Initial Q-value of every token (default: the offline data's mean return)."
     ),
     dtype: str = typer.Option(
         None, help="Backbone weights: float32, bfloat16, float16 (default: bfloat16 on CUDA, else float32)."
@@ -330,11 +330,13 @@ def train(
     gradient_checkpointing: bool = typer.Option(
         False, "--gradient-checkpointing", help="Recompute activations in backward (less GPU memory)."
     ),
-    eval_every: int = typer.Option(100, help="Evaluate every N steps (0 = only at the end)."),
-    eval_episodes: int = typer.Option(20, help="Episodes per evaluation."),
-    checkpoint_every: int = typer.Option(50, help="Checkpoint every N steps."),
-    max_new_tokens: int = typer.Option(24, help="Response length limit."),
-    seed: int = typer.Option(0, help="Seed of everything."),
+    eval_every: int = typer.Option(
+        100, callback=number(ge=0), help="Evaluate every N steps (0 = only at the end)."
+    ),
+    eval_episodes: int = typer.Option(20, callback=number(ge=0), help="Episodes per evaluation (0: none)."),
+    checkpoint_every: int = typer.Option(50, callback=number(ge=1), help="Checkpoint every N steps."),
+    max_new_tokens: int = typer.Option(24, callback=number(ge=1), help="Response length limit."),
+    seed: int = typer.Option(0, callback=number(ge=0), help="Seed of everything."),
     device: str = typer.Option(
         "auto", help="auto, cpu, cuda, cuda:1 ... (several processes: auto, cpu or cuda, one device each)."
     ),
@@ -351,6 +353,8 @@ def train(
     from accelerate import PartialState
 
     from vlmq.algo.afsft import AFSFTConfig
+    from vlmq.data.store import EpisodeStore
+    from vlmq.envs.registry import spec
     from vlmq.train.config import TrainConfig
     from vlmq.train.learner import CollectorsFailed, TrainingDiverged
     from vlmq.train.learner import train as run_training
@@ -368,10 +372,11 @@ def train(
             _fail(f"--target must be polyak or online, not {target!r}")
         if data is None and not online:
             _fail("give --data (offline) and/or --online")
-        if conservative < 0:
+        spec(env)  # before the model loads: an unknown env id, a missing or empty dataset
+        if data is not None and not EpisodeStore(data).shards():
+            _fail(f"{data}: dataset is empty (no episodes; `vlmq collect` writes some)")
+        if not 0 <= conservative < float("inf"):
             _fail(f"--conservative must be >= 0, not {conservative}")
-        if critic_coef is not None and critic_coef < 0:
-            _fail(f"--critic-coef must be >= 0, not {critic_coef}")
         loss_kw: dict[str, Any] = {} if critic_coef is None else {"critic_coef": critic_coef}
         if turn_lambda is not None:
             loss_kw["turn_lambda"] = turn_lambda
@@ -428,19 +433,21 @@ def eval_cmd(
     model: str = typer.Option(
         ..., "--model", help="Base model, saved policy, or a run folder (its last checkpoint)."
     ),
-    episodes: int = typer.Option(50, help="Evaluation episodes."),
-    temperature: float = typer.Option(0.0, help="0 = greedy."),
-    num_envs: int = typer.Option(4, help="Parallel environments."),
-    seed: int = typer.Option(1_000_000, help="First episode seed (training never uses these)."),
-    max_new_tokens: int = typer.Option(24, help="Response length limit."),
-    json_out: Path = typer.Option(None, "--json", help="Also write the results as JSON."),
+    episodes: int = typer.Option(50, callback=number(ge=1), help="Evaluation episodes."),
+    temperature: float = typer.Option(0.0, callback=number(ge=0), help="0 = greedy."),
+    num_envs: int = typer.Option(4, callback=number(ge=1), help="Parallel environments."),
+    seed: int = typer.Option(1_000_000, callback=number(ge=0), help="First episode seed (training never uses these)."),
+    max_new_tokens: int = typer.Option(24, callback=number(ge=1), help="Response length limit."),
+    json_out: Path = typer.Option(None, "--json", callback=out_file, help="Also write the results as JSON."),
 ) -> None:
     """Evaluate a policy (including the untrained base model: the prompting baseline)."""
+    from vlmq.envs.registry import spec
     from vlmq.models.policy import Policy
     from vlmq.train.checkpoint import latest_checkpoint
     from vlmq.train.evaluate import evaluate_policy
     from vlmq.utils.io import atomic_write_json
 
+    spec(env)
     path = Path(model)
     ckpt = latest_checkpoint(path) if path.is_dir() else None
     policy = Policy.from_pretrained(str(ckpt / "policy") if ckpt else model)
@@ -470,6 +477,7 @@ def filter_report_cmd(
     """Which logged response tokens pass the AFSFT filter, position by position (the critic's view), and
     the critic's ranking accuracy on held-out states (does it prefer the expert's actions?)."""
     from vlmq.algo.afsft import AFSFTConfig
+    from vlmq.envs.registry import spec
     from vlmq.models.policy import Policy
     from vlmq.train.checkpoint import latest_checkpoint
     from vlmq.train.config import TrainConfig
@@ -477,11 +485,15 @@ def filter_report_cmd(
 
     path = Path(model)
     ckpt = latest_checkpoint(path) if path.is_dir() else None
-    run_cfg = TrainConfig.load(path / "config.json") if (path / "config.json").is_file() else None
+    # a run folder: its config.json is a TrainConfig (a base model folder's is the model's)
+    run_cfg = TrainConfig.load(path / "config.json") if ckpt and (path / "config.json").is_file() else None
     loss = run_cfg.loss if run_cfg else AFSFTConfig()
     data = data or (run_cfg.data if run_cfg else None)
     if data is None:
         _fail("give --data (the model is not a run folder with offline data)")
+    env = env or (run_cfg.env if run_cfg else None)
+    if env:
+        spec(env)
     try:
         samples = sample_turns(data, turns, seed)
     except (FileNotFoundError, ValueError) as e:
@@ -489,14 +501,10 @@ def filter_report_cmd(
     policy = Policy.from_pretrained(str(ckpt / "policy") if ckpt else model)
     typer.echo(f"{len(samples)} turns of {data}; filter {loss.filter} (threshold {loss.threshold})")
     typer.echo(format_report(filter_report(policy, samples, loss)))
-    env = env or (run_cfg.env if run_cfg else None)
     if env:
         from vlmq.train.ranking import blind_accuracy, build_probes, ranking_accuracy, ranking_verdict
 
-        try:
-            probes = build_probes(env)
-        except KeyError as e:
-            _fail(str(e))
+        probes = build_probes(env)
         acc = ranking_accuracy(policy, probes)
         if acc is None:
             typer.echo(f"ranking accuracy: {env} has no in-process scripted expert to probe")
@@ -510,7 +518,7 @@ def filter_report_cmd(
 @app.command()
 def plot(
     runs: list[Path] = typer.Argument(..., help="Run folders to overlay."),
-    out: Path = typer.Option(Path("curves.png"), "--out", help="PNG to write."),
+    out: Path = typer.Option(Path("curves.png"), "--out", callback=out_file, help="PNG to write."),
 ) -> None:
     """Plot learning curves of one or more runs into one PNG (e.g. AFSFT vs SFT)."""
     from vlmq.train.plot import plot_runs
@@ -543,7 +551,9 @@ def collect_online_cmd(
 
 @app.command()
 def reproduce(
-    out: Path = typer.Option(Path("runs/reproduce"), "--out", help="Folder for data, runs and results."),
+    out: Path = typer.Option(
+        Path("runs/reproduce"), "--out", callback=out_dir, help="Folder for data, runs and results."
+    ),
     quick: bool = typer.Option(
         False, "--quick", help="Minutes: one task per domain, one seed, a few episodes and steps."
     ),
@@ -559,6 +569,7 @@ def reproduce(
 ) -> None:
     """Prompting vs SFT vs AFSFT (random and noisy data, offline and online) on every domain; writes
     results.md, results.json and learning curves. Run it again to continue an interrupted run."""
+    from vlmq.envs.registry import spec
     from vlmq.train.reproduce import ReproduceConfig, report
     from vlmq.train.reproduce import reproduce as run_reproduce
 
@@ -570,30 +581,36 @@ def reproduce(
     if model:
         overrides["model"] = model
     cfg = ReproduceConfig.quick(**overrides) if quick else ReproduceConfig(**overrides)  # type: ignore[arg-type]
+    for task in cfg.tasks:
+        spec(task)
     try:
-        report(cfg) if report_only else run_reproduce(cfg, jobs=jobs)
+        results = report(cfg) if report_only else run_reproduce(cfg, jobs=jobs)
     except (KeyError, ValueError) as e:
         _fail(str(e.args[0] if isinstance(e, KeyError) else e))
+    if not results["tasks"]:
+        _fail(f"{out}: no finished seeds to report; run `vlmq reproduce` with this --out (without --report) first")
     typer.echo((out / "results.md").read_text())
     typer.echo(f"results: {out / 'results.md'}, {out / 'results.json'}; curves: {out / 'curves'}")
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
-    """Print one clear error line and exit (no traceback)."""
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
+    """Stop with one clear error line on stderr and exit ``code`` (see :mod:`vlmq.cli_errors`)."""
+    fail(message, code)
 
 
 # --------------------------------------------------------------------------- models
 @app.command("pretrain-tiny")
 def pretrain_tiny_cmd(
     out: Path = typer.Option(
-        None, "--out", help="Output folder (default: the package's tiny model); holds the checkpoint."
+        None, "--out", callback=out_dir,
+        help="Output folder (default: the package's tiny model); holds the checkpoint.",
     ),
     steps: int = typer.Option(2000, min=1, help="Optimizer steps."),
     seed: int = typer.Option(0, help="Seed of scenes, initialisation and sampling."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Captions per step."),
-    lr: float = typer.Option(2e-3, "--lr", help="Peak learning rate (warm-up, then cosine to 10 %)."),
+    lr: float = typer.Option(
+        2e-3, "--lr", callback=number(gt=0), help="Peak learning rate (warm-up, then cosine to 10 %)."
+    ),
     warmup: int = typer.Option(100, "--warmup", min=1, help="Warm-up steps."),
     pool: int = typer.Option(4000, "--pool", min=1, help="Pre-rendered training scenes."),
     scenes: int = typer.Option(

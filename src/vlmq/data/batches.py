@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlmq.data.schema import decode_png
+from vlmq.data.schema import DataError, decode_png
 from vlmq.data.store import EpisodeStore
 
 SAMPLE_COLUMNS = (
@@ -201,7 +201,7 @@ class OfflineStream:
         self.pos = 0
         self._shards = store.shards()
         if not self._shards:
-            raise ValueError(f"{store.path}: dataset is empty")
+            raise DataError(f"{store.path}: dataset is empty (no episodes; `vlmq collect` writes some)")
         self.num_shards = len(self._shards)
         self._rows: dict[str, int] = {}  # shard name -> turns (shards never change once written)
         self._groups: list[list[int]] | None = None

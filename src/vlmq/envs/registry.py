@@ -42,6 +42,13 @@ class EnvSpec:
 _REGISTRY: dict[str, EnvSpec] = {}
 
 
+class UnknownEnvError(KeyError):
+    """An env id or domain that is not registered; the message lists the known ones."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 def register(
     env_id: str, factory: Callable[..., TextEnv], description: str = "", workers: bool = False
 ) -> None:
@@ -54,18 +61,18 @@ def register(
 def _load_domain(domain: str) -> None:
     module = DOMAIN_MODULES.get(domain)
     if module is None:
-        raise KeyError(f"unknown domain {domain!r}; known domains: {', '.join(sorted(DOMAIN_MODULES))}")
+        raise UnknownEnvError(f"unknown domain {domain!r}; known domains: {', '.join(sorted(DOMAIN_MODULES))}")
     importlib.import_module(module)
 
 
 def spec(env_id: str) -> EnvSpec:
-    """Look up an env id, importing its domain on first use. Raises ``KeyError`` with suggestions."""
+    """Look up an env id, importing its domain on first use. Raises :class:`UnknownEnvError` (a ``KeyError``) with suggestions."""
     if env_id not in _REGISTRY:
         _load_domain(env_id.split("/", 1)[0])
     if env_id not in _REGISTRY:
         domain = env_id.split("/", 1)[0]
         known = [k for k in _REGISTRY if k.startswith(domain + "/")]
-        raise KeyError(f"unknown env {env_id!r}; {domain} tasks: {', '.join(sorted(known))}")
+        raise UnknownEnvError(f"unknown env {env_id!r}; {domain} tasks: {', '.join(sorted(known))}")
     return _REGISTRY[env_id]
 
 

@@ -2,11 +2,15 @@
 
 :func:`resolve_model` is the one place where such a name becomes a folder; ``Policy`` calls it when
 loading a base model. A local folder of the same name wins (as it does over a hub name).
+:func:`loading_model` turns what transformers raises for a name that loads nothing into one
+:class:`ModelLoadError` line that says why and what to give instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -24,3 +28,37 @@ def resolve_model(name_or_path: str | os.PathLike[str]) -> str:
             )
         return str(folder)
     return name
+
+
+class ModelLoadError(OSError):
+    """A model name or folder that loads nothing; the message says why and what to give instead."""
+
+
+@contextlib.contextmanager
+def loading_model(name_or_path: str | os.PathLike[str]) -> Iterator[None]:
+    """Re-raise the ``OSError`` / ``ValueError`` of loading ``name_or_path`` as a :class:`ModelLoadError`."""
+    try:
+        yield
+    except ModelLoadError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(_explain(str(name_or_path), exc)) from exc
+
+
+def _explain(name: str, exc: BaseException) -> str:
+    hint = "a model folder, a saved vlmq policy, a run folder with a checkpoint, or `tiny`"
+    path = Path(name).expanduser()
+    if path.is_dir():
+        has_config = (path / "config.json").is_file()
+        why = (
+            next(iter(str(exc).strip().splitlines()), type(exc).__name__) if has_config else "no config.json"
+        )
+        return f"{name}: cannot load a model from this folder ({why}); give {hint}"
+    if path.exists():
+        return f"{name}: a file, not a model folder; give {hint}"
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        return f"{name}: no such folder; give {hint}"
+    return (
+        f"cannot load model {name!r}: no such local folder, and not in the Hugging Face cache with the hub "
+        f"unreachable (offline) or not on the hub; give a local folder path instead ({hint})"
+    )

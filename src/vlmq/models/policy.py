@@ -277,15 +277,15 @@ class Policy(nn.Module):
     def _load_base(name_or_path: str, cfg: PolicyConfig) -> tuple[nn.Module, Any]:
         from transformers import AutoModelForImageTextToText
 
-        from vlmq.models.hub import resolve_model
+        from vlmq.models.hub import loading_model, resolve_model
 
         name_or_path = resolve_model(name_or_path)  # embedded names ("tiny") -> package folder
         kwargs: dict[str, Any] = {"dtype": getattr(torch, cfg.dtype)}
         if cfg.attn_implementation:
             kwargs["attn_implementation"] = cfg.attn_implementation
-        with _quiet():
+        with _quiet(), loading_model(name_or_path):
             base = AutoModelForImageTextToText.from_pretrained(name_or_path, **kwargs)
-        proc = load_processor(name_or_path, base.config.model_type)
+            proc = load_processor(name_or_path, base.config.model_type)
         return base, proc
 
     def load_heads(self, file: str | os.PathLike[str]) -> None:

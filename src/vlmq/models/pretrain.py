@@ -767,12 +767,13 @@ def load_model(folder: str | os.PathLike[str]) -> tuple[torch.nn.Module, Any]:
     from transformers import AutoModelForImageTextToText
 
     from vlmq.models.arch import load_processor
-    from vlmq.models.hub import resolve_model
+    from vlmq.models.hub import loading_model, resolve_model
 
     path = resolve_model(str(folder))
-    with _hf_quiet():
+    with _hf_quiet(), loading_model(path):
         model = AutoModelForImageTextToText.from_pretrained(path)
-    return model.eval(), load_processor(path, model.config.model_type)
+        proc = load_processor(path, model.config.model_type)
+    return model.eval(), proc
 
 
 def evaluate_captions(
