@@ -1,6 +1,6 @@
 """Collection throughput: episodes/s of scripted policies written to a dataset, by env layout.
 
-For each Gym Cards task and scripted policy, ``vlmq.data.collect.collect`` runs ``--episodes``
+For each Gym Cards task and scripted policy, ``vlmq.rollout.collect`` runs ``--episodes``
 episodes into a fresh store with each layout: ``1-sync`` (one env in this process, the baseline),
 ``2-sync`` (two envs stepped in this process) and ``2-async`` (two subprocess workers; ``N-async``
 for other counts). Each figure is also given as a ratio to the baseline measured in the same run.
@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from vlmq.data.collect import collect
+from vlmq.rollout import collect
 from vlmq.utils.io import atomic_write_json
 
 TASKS = ["gym_cards/NumberLine", "gym_cards/Blackjack", "gym_cards/EZPoints", "gym_cards/Points24"]

@@ -7,7 +7,7 @@ epsilon 0.2, expert) the success rate, mean episode length and env steps per sec
 ``step`` time, seeded resets excluded; MiniWoB browser start-up excluded).
 
 Parallel collection (expert episodes in 1, 2, 4 subprocess workers, one browser each for MiniWoB;
-wall-clock steps/s with resets and policy included, start-up excluded, see ``vlmq.envs.play``):
+wall-clock steps/s with resets and policy included, start-up excluded, see ``vlmq.rollout``):
 
     python benchmarks/env_domains.py --workers 1,2,4 --episodes 200 --miniwob-episodes 20
 
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmq.envs import TextEnv, list_envs, make
-from vlmq.envs.play import play
+from vlmq.rollout import play
 
 POLICIES: tuple[tuple[str, float], ...] = (("random", 0.0), ("noisy", 0.2), ("expert", 0.0))
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vlmq.envs.play import play
+from vlmq.rollout import play
 from vlmq.utils.io import atomic_write_json
 
 TASKS = ["gym_cards/NumberLine", "gym_cards/Blackjack", "gym_cards/EZPoints", "gym_cards/Points24"]

@@ -57,8 +57,8 @@ DOMAIN_TASKS = ("gym_cards/NumberLine", "gym_cards/Points24", "babyai/GoToLocal"
 def numberline_batch(policy: Any, n: int) -> Any:
     """``n`` real NumberLine turns (random policy) as a training batch for ``policy``."""
     from vlmq.data.batches import make_batch, samples_from_rows
-    from vlmq.data.collect import collect
     from vlmq.data.store import EpisodeStore
+    from vlmq.rollout import collect
 
     with tempfile.TemporaryDirectory() as d:
         collect("gym_cards/NumberLine", "random", max(4, n), out=Path(d) / "ds", show_progress=False)
@@ -114,8 +114,7 @@ def bench_learner(policy: Any, batch_size: int, reps: int) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- environments
 def bench_envs(episodes: int, miniwob_episodes: int, workers: list[int]) -> dict[str, Any]:
-    from vlmq.data.collect import collect
-    from vlmq.envs.play import play
+    from vlmq.rollout import collect, play
 
     out: dict[str, Any] = {"steps_per_s": {}, "collection": {}}
     for env_id in DOMAIN_TASKS:
@@ -177,8 +176,8 @@ def load_policy(model: str, device: str, dtype: str) -> Any:
 # ----------------------------------------------------------------------------- online phase
 def bench_online(rounds: int, steps: int, episodes: int, device: str) -> dict[str, Any]:
     """Sync vs async online phase of ``tiny`` on NumberLine (no offline steps, no evaluation)."""
-    from vlmq.data.collect import collect
     from vlmq.data.store import EpisodeStore
+    from vlmq.rollout import collect
     from vlmq.train.config import TrainConfig
     from vlmq.train.learner import train
 

@@ -51,7 +51,7 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def random_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """24 random-policy NumberLine episodes."""
-    from vlmq.data.collect import collect
+    from vlmq.rollout import collect
 
     out = tmp_path_factory.mktemp("data") / "numberline-random"
     collect(

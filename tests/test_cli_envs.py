@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from vlmq.cli import app
-from vlmq.envs.play import PlayStats, play
+from vlmq.rollout import RolloutStats, play
 
 runner = CliRunner()
 
@@ -57,9 +57,9 @@ def test_play_bad_arguments(args: list[str]) -> None:
 
 def test_play_function() -> None:
     stats = play("gym_cards/EZPoints", "expert", episodes=10, seed=0)
-    assert isinstance(stats, PlayStats)
+    assert isinstance(stats, RolloutStats)
     assert stats.success_rate == 1.0 and stats.strict_success_rate == 1.0 and stats.mean_return == 10.0
-    assert stats.valid_action_rate == 1.0 and stats.mean_length == 4.0 and stats.steps == 40
+    assert stats.valid_rate == 1.0 and stats.mean_length == 4.0 and stats.steps == 40
     assert stats.steps_per_s > 0
     assert play("gym_cards/EZPoints", "random", episodes=10, seed=0).success_rate < 1.0
     with pytest.raises(ValueError):

@@ -21,8 +21,8 @@ TRAIN = ["train", "--env", "gym_cards/NumberLine", "--model", "tiny", "--quiet"]
 def paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """{tmp}: an empty work folder, {file}: a regular file, {empty}: an empty folder,
     {meta}: a dataset folder without episodes, {data}: 2 random NumberLine episodes."""
-    from vlmq.data.collect import collect
     from vlmq.data.store import EpisodeStore
+    from vlmq.rollout import collect
 
     tmp = tmp_path_factory.mktemp("cli-errors")
     (tmp / "file").write_text("not a folder")

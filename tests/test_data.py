@@ -18,11 +18,11 @@ from typer.testing import CliRunner
 
 from vlmq.cli import app
 from vlmq.data.batches import OfflineStream, make_batch, samples_from_rows
-from vlmq.data.collect import collect
 from vlmq.data.mix import filter_episodes, merge, sample_mixture
 from vlmq.data.replay import ReplayStore
 from vlmq.data.schema import DataError, Episode, Turn
 from vlmq.data.store import EpisodeStore, write_dataset
+from vlmq.rollout import collect
 
 
 def _img(v: int, shape: tuple[int, int] = (6, 5)) -> np.ndarray:

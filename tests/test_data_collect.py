@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from vlmq.data.collect import collect
 from vlmq.data.store import EpisodeStore
 from vlmq.envs.base import TextEnv, Transition
 from vlmq.envs.registry import register
 from vlmq.models.prompts import build_prompt, format_response
+from vlmq.rollout import collect
 
 
 class CountEnv(TextEnv):

@@ -13,11 +13,11 @@ import torch
 
 from vlmq.algo.afsft import AFSFTConfig
 from vlmq.data.batches import BatchLoader, TurnSample, make_batch, samples_from_rows
-from vlmq.data.collect import collect
 from vlmq.data.mix import merge
 from vlmq.data.schema import OPTIONAL_COLUMNS, arrow_schema, decode_png
 from vlmq.data.store import EpisodeStore
 from vlmq.models.policy import Generation, Policy
+from vlmq.rollout import collect
 from vlmq.train.objective import compute_loss
 
 ENV = "gym_cards/NumberLine"

@@ -53,7 +53,7 @@ def test_play_num_envs_gives_the_same_episodes(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from vlmq.cli import app
-    from vlmq.envs.play import play
+    from vlmq.rollout import play
 
     one = play("babyai/GoToLocal", "noisy", episodes=6, seed=3, epsilon=0.3).as_dict()
     two = play("babyai/GoToLocal", "noisy", episodes=6, seed=3, epsilon=0.3, num_envs=2).as_dict()

@@ -76,11 +76,11 @@ def play_cmd(
     ),
 ) -> None:
     """Play a scripted policy and print success rate, mean return, valid-action rate and speed."""
-    from vlmq.envs.play import POLICIES, play
     from vlmq.envs.registry import spec
+    from vlmq.rollout import SCRIPTED, play
 
-    if policy not in POLICIES:
-        raise typer.BadParameter(f"choose one of {', '.join(POLICIES)}", param_hint="--policy")
+    if policy not in SCRIPTED:
+        raise typer.BadParameter(f"choose one of {', '.join(SCRIPTED)}", param_hint="--policy")
     try:
         spec(env_id)
     except ImportError as exc:
@@ -88,7 +88,7 @@ def play_cmd(
     stats = play(
         env_id, policy, episodes, seed, epsilon, save_frames, progress=episodes >= 50, num_envs=num_envs
     )
-    typer.echo(stats.summary())
+    typer.echo(stats.report())
     if save_frames is not None:
         typer.echo(f"first episode saved to {save_frames}")
 
@@ -121,8 +121,8 @@ def collect(
     max_new_tokens: int = typer.Option(24, callback=number(ge=1), help="Response length limit of --policy model."),
 ) -> None:
     """Collect episodes with a scripted policy or a model into a dataset folder."""
-    from vlmq.data.collect import collect as run_collect
     from vlmq.envs.registry import spec
+    from vlmq.rollout import collect as run_collect
 
     if policy not in ("random", "expert", "noisy", "model"):
         raise typer.BadParameter("choose random, expert, noisy or model", param_hint="--policy")

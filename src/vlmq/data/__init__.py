@@ -1,4 +1,5 @@
-"""Episode data: the schema, atomic Parquet stores, collectors, replay, mixtures and training batches.
+"""Episode data: the schema, atomic Parquet stores, replay, mixtures and training batches (episodes
+are run by :mod:`vlmq.rollout`).
 
 The schema and the store import eagerly (light); the rest loads on first use, so that reading a
 dataset never imports torch or the environments.
@@ -17,8 +18,6 @@ _LAZY = {
     "OfflineStream": "vlmq.data.batches",
     "TrainBatch": "vlmq.data.batches",
     "make_batch": "vlmq.data.batches",
-    "CollectStats": "vlmq.data.collect",
-    "collect": "vlmq.data.collect",
     "ReplayStore": "vlmq.data.replay",
     "merge": "vlmq.data.mix",
     "filter_episodes": "vlmq.data.mix",

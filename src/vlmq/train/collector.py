@@ -59,8 +59,8 @@ def run_collector(
     so its episode seeds) from its log."""
     import torch
 
-    from vlmq.data.collect import collect
     from vlmq.models.policy import Policy
+    from vlmq.rollout import collect
     from vlmq.train.learner import resolve_device
 
     run = Path(run_dir)

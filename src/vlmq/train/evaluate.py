@@ -1,12 +1,14 @@
 """Evaluation: run a policy on fresh seeded episodes and report success, return and valid-action rate.
 
-Evaluation is model collection without storing: it reuses :func:`vlmq.data.collect.collect`, on
-seeds that training never uses.
+Evaluation is a :func:`vlmq.rollout.rollout` of a :class:`~vlmq.rollout.ModelAgent` that stores
+nothing, on seeds that training never uses.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from vlmq.rollout import ModelAgent, RolloutStats, rollout
 
 
 def evaluate_policy(
@@ -20,29 +22,24 @@ def evaluate_policy(
     max_new_tokens: int | None = None,
     cot: bool = False,
     show_progress: bool = True,
-) -> Any:
+) -> RolloutStats:
     """Roll out ``policy`` for ``episodes`` episodes (greedy when ``temperature == 0``).
 
-    Returns the collector's statistics (``.metrics()`` -> success_rate, mean_return, valid_rate, ...;
-    ``.samples`` -> a few raw responses, to spot a collapsing output format).
+    ``.metrics()`` -> success_rate, mean_return, valid_rate, ...; ``.samples`` -> a few raw responses,
+    to spot a collapsing output format.
     """
-    from vlmq.data.collect import collect
-
     was_training = policy.training
     policy.eval()
     try:
-        return collect(
+        return rollout(
             env_id,
-            policy="model",
-            episodes=episodes,
+            ModelAgent(policy, temperature, max_new_tokens),
+            episodes,
             num_envs=min(num_envs, episodes),
             seed=seed,
-            model=policy,
-            temperature=temperature,
-            max_new_tokens=max_new_tokens,
             cot=cot,
-            out=None,
             show_progress=show_progress,
+            desc=f"collect {env_id}",
         )
     finally:
         policy.train(was_training)

@@ -151,7 +151,7 @@ class TrainData:
     def collect_online(self, round_idx: int) -> tuple[dict[str, float], list[str]]:
         """Collect one round of episodes with the current policy into the replay store; returns its
         statistics (success, return, valid-action rate, ...) and a few sample responses."""
-        from vlmq.data.collect import collect
+        from vlmq.rollout import collect
 
         cfg = self.cfg
         was_training = self.policy.training

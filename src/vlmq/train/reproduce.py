@@ -103,9 +103,9 @@ def _log(msg: str) -> None:
 # ----------------------------------------------------------------------------- datasets
 def dataset(cfg: ReproduceConfig, task: str, kind: str) -> Path:
     """The ``random`` or ``noisy`` dataset of ``task`` (collected once; a partial one is redone)."""
-    from vlmq.data.collect import collect
     from vlmq.data.schema import DataError
     from vlmq.data.store import EpisodeStore
+    from vlmq.rollout import collect
 
     path = Path(cfg.out) / "data" / task.replace("/", "-") / kind
     done = path / "complete.json"
@@ -140,7 +140,7 @@ def _eval_seed(seed: int) -> int:
 
 def expert_ceiling(cfg: ReproduceConfig, task: str, seed: int) -> dict[str, float]:
     """The scripted expert on the evaluation episodes of ``seed``."""
-    from vlmq.data.collect import collect
+    from vlmq.rollout import collect
 
     stats = collect(task, "expert", cfg.eval_episodes, num_envs=cfg.num_envs, seed=_eval_seed(seed),
                     show_progress=False)  # fmt: skip
