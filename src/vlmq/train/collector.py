@@ -26,8 +26,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from vlmq.models.policy import Policy
+from vlmq.rollout import collect
 from vlmq.train.checkpoint import checkpoint_step, latest_checkpoint
 from vlmq.train.config import TrainConfig
+from vlmq.utils.device import resolve_device
 from vlmq.utils.io import read_jsonl
 
 LOG_DIR = "collectors"
@@ -57,12 +62,6 @@ def run_collector(
     """Follow ``run_dir`` (see module docstring) until the learner finishes or ``max_rounds`` rounds
     are collected; returns the rounds collected. A restarted collector continues its round count (and
     so its episode seeds) from its log."""
-    import torch
-
-    from vlmq.models.policy import Policy
-    from vlmq.rollout import collect
-    from vlmq.train.learner import resolve_device
-
     run = Path(run_dir)
     if not (run / "config.json").is_file():
         raise FileNotFoundError(f"{run}: not a vlmq run folder (no config.json)")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from vlmq.algo.afsft import AFSFTConfig
+from vlmq.utils.io import atomic_write_json
 
 
 @dataclass
@@ -147,8 +148,6 @@ class TrainConfig:
         return cls(loss=loss, **d)
 
     def save(self, path: str | Path) -> None:
-        from vlmq.utils.io import atomic_write_json
-
         atomic_write_json(path, self.to_dict())
 
     @classmethod

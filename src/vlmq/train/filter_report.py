@@ -19,6 +19,9 @@ import numpy as np
 import torch
 
 from vlmq.algo.afsft import AFSFTConfig, advantages, filter_weights, taken
+from vlmq.data.batches import make_batch, samples_from_rows
+from vlmq.data.store import EpisodeStore
+from vlmq.train.objective import logged_actions, response_positions
 
 
 @dataclass
@@ -42,9 +45,6 @@ def filter_report(
 ) -> list[PositionReport]:
     """Per response position, what the filter of ``cfg`` does with the logged tokens of ``samples``
     (:class:`~vlmq.data.batches.TurnSample`) under ``policy``'s actor and critic (see module docstring)."""
-    from vlmq.data.batches import make_batch
-    from vlmq.train.objective import logged_actions, response_positions
-
     was_training = policy.training
     policy.eval()
     per_pos: dict[int, list[tuple[int, float, float, float]]] = {}
@@ -84,9 +84,6 @@ def filter_report(
 def sample_turns(data: str, turns: int, seed: int = 0) -> list[Any]:
     """``turns`` logged turns of a store, drawn without replacement (seeded), with their next
     observations (the store is read once)."""
-    from vlmq.data.batches import samples_from_rows
-    from vlmq.data.store import EpisodeStore
-
     samples = samples_from_rows(EpisodeStore(data).iter_turns())
     if not samples:
         raise ValueError(f"{data}: the dataset holds no turns")

@@ -24,7 +24,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -35,10 +35,20 @@ from accelerate import Accelerator, DistributedType
 from accelerate.utils import InitProcessGroupKwargs, broadcast_object_list, gather_object
 
 from vlmq.algo.afsft import AFSFTConfig
+from vlmq.data.batches import make_batch
+from vlmq.data.replay import ReplayStore
+from vlmq.data.store import EpisodeStore
+from vlmq.models.policy import Policy
+from vlmq.rollout import collect
 from vlmq.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint, set_rng_state
+from vlmq.train.collector import CollectorLogs, start_collectors, stop_collectors
 from vlmq.train.config import TrainConfig
+from vlmq.train.evaluate import evaluate_policy
 from vlmq.train.logger import RunLogger
 from vlmq.train.objective import compute_loss
+from vlmq.train.plot import plot_runs
+from vlmq.train.ranking import blind_accuracy, build_probes, ranking_accuracy, ranking_verdict
+from vlmq.utils.device import resolve_device
 from vlmq.utils.io import atomic_write_json
 from vlmq.utils.progress import progress_bar
 
@@ -61,7 +71,6 @@ def mean_return(cfg: TrainConfig) -> float:
     """The mean episode return of the offline data times the reward scale (0 without data)."""
     if not cfg.data:
         return 0.0
-    from vlmq.data.store import EpisodeStore
 
     return float(EpisodeStore(cfg.data).stats()["mean_return"]) * cfg.loss.reward_scale
 
@@ -79,12 +88,6 @@ def lr_factor(cfg: TrainConfig) -> Callable[[int], float]:
         return up * (cfg.lr_min_ratio + (1 - cfg.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
 
     return factor
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 # main-process-only evaluation and online collection may outlast the default collective timeout
@@ -121,9 +124,6 @@ class TrainData:
     def __init__(
         self, cfg: TrainConfig, policy: Any, run_dir: Path, process_index: int = 0, num_processes: int = 1
     ) -> None:
-        from vlmq.data.replay import ReplayStore
-        from vlmq.data.store import EpisodeStore
-
         self.cfg = cfg
         self.policy = policy
         self.process_index = process_index
@@ -143,16 +143,12 @@ class TrainData:
         """This process's ``batch_size`` turns of the next global micro-batch. Every process draws the
         same ``batch_size * num_processes`` turns (same seeded stream, so a checkpoint's data cursor is
         valid for all of them) and keeps every ``num_processes``-th, from its ``process_index`` on."""
-        from vlmq.data.batches import make_batch
-
         samples = self.replay.sample(self.cfg.batch_size * self.num_processes, self.rng)
         return make_batch(self.policy, samples[self.process_index :: self.num_processes])
 
     def collect_online(self, round_idx: int) -> tuple[dict[str, float], list[str]]:
         """Collect one round of episodes with the current policy into the replay store; returns its
         statistics (success, return, valid-action rate, ...) and a few sample responses."""
-        from vlmq.rollout import collect
-
         cfg = self.cfg
         was_training = self.policy.training
         self.policy.eval()
@@ -191,8 +187,6 @@ class Learner:
     """Holds the policy, optimizer, data and logs of one run. Use :func:`train`."""
 
     def __init__(self, cfg: TrainConfig, resume: bool = False, show_progress: bool = True) -> None:
-        from vlmq.models.policy import Policy
-
         self.run_dir = Path(cfg.out)
         ckpt = latest_checkpoint(self.run_dir) if resume else None
         if resume:
@@ -241,8 +235,6 @@ class Learner:
         self.probes: list[Any] = []
         self.last_ranking: float | None = None
         if self.is_main and cfg.rank_every > 0:
-            from vlmq.train.ranking import build_probes
-
             self.probes = build_probes(cfg.env, cfg.rank_states)
         state = load_trainer_state(ckpt) if ckpt is not None else None
         # the main process rolls the replay back to the checkpoint before the others read it
@@ -345,8 +337,6 @@ class Learner:
     # ------------------------------------------------------------------ evaluation
     def rank(self) -> dict[str, float]:
         """The critic's ranking accuracy on the held-out probe states (``{}`` without probes)."""
-        from vlmq.train.ranking import ranking_accuracy
-
         acc = ranking_accuracy(self.policy, self.probes)
         if acc is None:
             return {}
@@ -355,8 +345,6 @@ class Learner:
         return {"critic/ranking_accuracy": acc}
 
     def evaluate(self) -> dict[str, float]:
-        from vlmq.train.evaluate import evaluate_policy
-
         cfg = self.cfg
         ranking = self.rank()
         results: dict[str, float] = {}
@@ -415,20 +403,14 @@ class Learner:
         finally:
             bar.close()
             if self.collector_procs:
-                from vlmq.train.collector import stop_collectors
-
                 stop_collectors(self.collector_procs)
         if self.async_started and self.is_main:
             self._log_collectors()
         summary = self.summary(time.time() - t0)
         if self.is_main:
             atomic_write_json(self.run_dir / "summary.json", summary)
-            try:
-                from vlmq.train.plot import plot_runs
-
+            with suppress(ValueError):  # no metrics to draw yet
                 plot_runs([self.run_dir], self.run_dir / "curves.png")
-            except ValueError:
-                pass
         self.logger.close()
         return summary
 
@@ -461,8 +443,6 @@ class Learner:
                 replay.refresh(max_shards=n)
 
     def _start_collectors(self) -> None:
-        from vlmq.train.collector import CollectorLogs, start_collectors
-
         cfg = self.cfg
         self.collector_logs = CollectorLogs(self.run_dir)
         self.collector_logs.new_rounds()  # rounds before a resume were logged by the killed run
@@ -488,8 +468,6 @@ class Learner:
 
     def _log_collectors(self) -> None:
         """Log the collectors' rounds recorded since the last call (``online/*`` at this step)."""
-        from vlmq.train.collector import CollectorLogs
-
         stats = CollectorLogs.summarize(self.collector_logs.new_rounds(), self.step)
         if stats:
             stats["replay_online_episodes"] = float(self.data.replay.num_online_episodes)
@@ -507,8 +485,6 @@ class Learner:
         return save_checkpoint(self.run_dir, self.step, self.policy, state, keep=self.cfg.keep_checkpoints)
 
     def summary(self, wall_s: float) -> dict[str, Any]:
-        from vlmq.train.ranking import blind_accuracy, ranking_verdict
-
         last = self.history[-1] if self.history else {}
         ranking = self.last_ranking
         chance = blind_accuracy(self.probes)

@@ -11,6 +11,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from vlmq.utils.io import atomic_write_text, read_jsonl
+
 _SECTION = re.compile(r"^## step (\d+) (\S+)$")
 
 
@@ -24,7 +26,7 @@ class RunLogger:
         if enabled:
             run_dir.mkdir(parents=True, exist_ok=True)
             try:
-                from torch.utils.tensorboard import SummaryWriter
+                from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 (optional at run time)
 
                 self._tb = SummaryWriter(log_dir=str(run_dir / "tb"))
             except ImportError:  # tensorboard is a dependency, but a missing one must not stop training
@@ -52,8 +54,6 @@ class RunLogger:
     def truncate(self, step: int) -> None:
         """Drop what was logged after a checkpoint at ``step`` that a resumed run redoes: records and
         samples of later steps, and online ones of ``step`` itself (collected after the save)."""
-        from vlmq.utils.io import atomic_write_text
-
         if not self.enabled:
             return
         path = self.run_dir / "metrics.jsonl"
@@ -87,6 +87,4 @@ def _finite(v: float) -> float | None:
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """All records of ``metrics.jsonl`` (a torn last line from a killed run is skipped)."""
-    from vlmq.utils.io import read_jsonl
-
     return read_jsonl(run_dir / "metrics.jsonl")

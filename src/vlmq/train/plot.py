@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from vlmq.train.logger import read_metrics
@@ -28,10 +29,10 @@ def plot_runs(
 
     ``groups`` (one name per run, e.g. the condition) gives the runs of a group one colour and
     tells them apart by line style (e.g. the seeds)."""
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 (seconds to import; only plots need it)
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 (after choosing the Agg backend)
 
     labels = labels or [_label(r) for r in runs]
     styles = _styles(groups or [str(i) for i in range(len(runs))])
@@ -75,8 +76,6 @@ def _styles(groups: list[str]) -> list[dict[str, str]]:
 def _label(run: Path) -> str:
     cfg = run / "config.json"
     if cfg.is_file():
-        import json
-
         c = json.loads(cfg.read_text())
         return f"{run.name} ({c.get('loss', {}).get('filter', '?')})"
     return run.name

@@ -20,6 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from vlmq.envs import make
+from vlmq.envs.registry import spec
+from vlmq.models.prompts import build_prompt, format_response
+from vlmq.train.objective import logged_actions, response_positions
+
 PROBE_SEED = 700_000_000  # + i: far from dataset (0, 500_000), online and evaluation seeds
 CHANCE_BAND = 0.05
 """A ranking accuracy within this of chance (see :func:`blind_accuracy`) is reported as chance."""
@@ -40,10 +45,6 @@ def build_probes(
 ) -> list[Probe]:
     """``states`` held-out probe states of ``env_id`` (see module docstring); ``[]`` where the task
     has no cheap scripted expert."""
-    from vlmq.envs import make
-    from vlmq.envs.registry import spec
-    from vlmq.models.prompts import build_prompt
-
     if spec(env_id).workers:
         return []
     env = make(env_id)
@@ -107,9 +108,6 @@ def _answer_tokens(
 ) -> tuple[torch.Tensor | None, list[list[list[int]]]]:
     """The response tokens of every answer of every probe, as the learner encodes them, and with
     ``with_q`` the critic's Q-values at the response states of each probe's first answer."""
-    from vlmq.models.prompts import format_response
-    from vlmq.train.objective import logged_actions, response_positions
-
     owner = [i for i, a in enumerate(answers) for _ in a]
     flat = [x for a in answers for x in a]
     inputs = policy.encode([probes[i].image for i in owner], [probes[i].prompt for i in owner],

@@ -26,14 +26,30 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing
+import os
 import shutil
 import statistics
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from vlmq.algo.afsft import AFSFTConfig
+from vlmq.data.schema import DataError
+from vlmq.data.store import EpisodeStore
+from vlmq.envs.registry import spec
+from vlmq.models.policy import Policy
+from vlmq.rollout import collect
+from vlmq.train.checkpoint import latest_checkpoint
+from vlmq.train.config import TrainConfig
+from vlmq.train.evaluate import evaluate_policy
+from vlmq.train.learner import train
+from vlmq.train.plot import plot_runs
 from vlmq.utils.io import atomic_write_json, atomic_write_text
 
 DEFAULT_TASKS = (
@@ -103,10 +119,6 @@ def _log(msg: str) -> None:
 # ----------------------------------------------------------------------------- datasets
 def dataset(cfg: ReproduceConfig, task: str, kind: str) -> Path:
     """The ``random`` or ``noisy`` dataset of ``task`` (collected once; a partial one is redone)."""
-    from vlmq.data.schema import DataError
-    from vlmq.data.store import EpisodeStore
-    from vlmq.rollout import collect
-
     path = Path(cfg.out) / "data" / task.replace("/", "-") / kind
     done = path / "complete.json"
     if done.is_file():
@@ -127,8 +139,6 @@ def dataset(cfg: ReproduceConfig, task: str, kind: str) -> Path:
 
 def data_quality(path: Path) -> dict[str, float]:
     """Success rate, return and valid-action rate of a dataset's episodes."""
-    from vlmq.data.store import EpisodeStore
-
     s = EpisodeStore(path).stats()
     return {k: float(s[k]) for k in METRICS}
 
@@ -140,8 +150,6 @@ def _eval_seed(seed: int) -> int:
 
 def expert_ceiling(cfg: ReproduceConfig, task: str, seed: int) -> dict[str, float]:
     """The scripted expert on the evaluation episodes of ``seed``."""
-    from vlmq.rollout import collect
-
     stats = collect(task, "expert", cfg.eval_episodes, num_envs=cfg.num_envs, seed=_eval_seed(seed),
                     show_progress=False)  # fmt: skip
     return {k: stats.metrics()[k] for k in METRICS}
@@ -149,9 +157,6 @@ def expert_ceiling(cfg: ReproduceConfig, task: str, seed: int) -> dict[str, floa
 
 def prompting(cfg: ReproduceConfig, task: str, seed: int, policy_cache: dict[str, Any]) -> dict[str, float]:
     """The untrained base model on the evaluation episodes of ``seed``."""
-    from vlmq.models.policy import Policy
-    from vlmq.train.evaluate import evaluate_policy
-
     if cfg.model not in policy_cache:
         policy_cache[cfg.model] = Policy.from_pretrained(cfg.model, max_new_tokens=cfg.max_new_tokens)
     stats = evaluate_policy(policy_cache[cfg.model], task, episodes=cfg.eval_episodes, temperature=0.0,
@@ -163,9 +168,6 @@ def prompting(cfg: ReproduceConfig, task: str, seed: int, policy_cache: dict[str
 # ----------------------------------------------------------------------------- training runs
 def train_config(cfg: ReproduceConfig, task: str, name: str, seed: int, data: Path) -> Any:
     """The :class:`TrainConfig` of one training run of the comparison."""
-    from vlmq.algo.afsft import AFSFTConfig
-    from vlmq.train.config import TrainConfig
-
     _, filt, online = RUNS[name]
     return TrainConfig(
         env=task, model=cfg.model, out=str(run_dir(cfg, task, name, seed)), data=str(data), seed=seed,
@@ -184,9 +186,6 @@ def run_dir(cfg: ReproduceConfig, task: str, name: str, seed: int) -> Path:
 
 def train_run(cfg: ReproduceConfig, task: str, name: str, seed: int, data: Path) -> dict[str, Any]:
     """Train (or resume, or skip when finished) one run; returns its ``summary.json``."""
-    from vlmq.train.checkpoint import latest_checkpoint
-    from vlmq.train.learner import train
-
     out = run_dir(cfg, task, name, seed)
     if (out / "summary.json").is_file():
         return json.loads((out / "summary.json").read_text())
@@ -222,8 +221,6 @@ def run_seed(cfg: ReproduceConfig, task: str, seed: int, policy_cache: dict[str,
 
 def _seed_worker(cfg: ReproduceConfig, task: str, seed: int, threads: int) -> None:
     """:func:`run_seed` in a worker process of ``reproduce(jobs > 1)``."""
-    import torch
-
     torch.set_num_threads(threads)
     run_seed(cfg, task, seed, {})
 
@@ -268,12 +265,6 @@ def reproduce(cfg: ReproduceConfig, progress: Callable[[str], None] = _log, jobs
 
 
 def _run_parallel(cfg: ReproduceConfig, jobs: int, progress: Callable[[str], None]) -> None:
-    import multiprocessing
-    import os
-    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
-
-    from vlmq.envs.registry import spec
-
     units = [(task, seed) for task in cfg.tasks for seed in cfg.seeds]
     units.sort(key=lambda u: not spec(u[0]).workers)  # stable: slow domains first, else config order
     threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -348,8 +339,6 @@ def aggregate(values: list[dict[str, float]]) -> dict[str, float]:
 
 def curves(cfg: ReproduceConfig, task: str, seeds: list[int]) -> Path:
     """AFSFT vs SFT learning curves of ``task`` (the given seeds) in ``curves/<task>.png``."""
-    from vlmq.train.plot import plot_runs
-
     runs = [run_dir(cfg, task, name, seed) for name in RUNS for seed in seeds]
     labels = [f"{name} s{seed}" for name in RUNS for seed in seeds]
     groups = [name for name in RUNS for _ in seeds]
