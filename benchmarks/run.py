@@ -12,7 +12,7 @@ Sections (each ratio's baseline is measured in the same run, interleaved, median
   cross-entropy, backward, AdamW) on the same batch of real NumberLine turns; tokens/s of both. (SFT
   *in vlmq* is the AFSFT path with the filter off, so its step costs what AFSFT's does.)
 - ``policy``: critic-head overhead and image-feature cache on a bare forward+backward, and batched
-  KV-cached generation against one-prompt-at-a-time generation (``bench_policy.bench_model``; both
+  KV-cached generation against one-prompt-at-a-time generation (``policy_cost.bench_model``; both
   use ``transformers``' own ``generate``, so there is no third loop to compare).
 - ``envs``: env steps/s of the expert on one task per domain, and collection episodes/s (start-up of
   workers and browsers included) with 1 env in this process and with 2 and 4 subprocess workers
@@ -47,7 +47,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_policy import _time, bench_model
+from policy_cost import _time, bench_model
 
 RESULTS = Path(__file__).parent / "results"
 DOMAIN_TASKS = ("gym_cards/NumberLine", "gym_cards/Points24", "babyai/GoToLocal", "miniwob/click-button")

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from vlmq.algo.afsft import AFSFTConfig
-from vlmq.data.batches import BatchLoader, TurnSample, make_batch, samples_from_rows
+from vlmq.data.batches import OfflineStream, TurnSample, make_batch, samples_from_rows
 from vlmq.data.mix import merge
 from vlmq.data.schema import OPTIONAL_COLUMNS, arrow_schema, decode_png
 from vlmq.data.store import EpisodeStore
@@ -168,8 +168,7 @@ def test_old_format_shard_loads_and_trains(policy: Policy, tmp_path: Path) -> No
     store = EpisodeStore(tmp_path / "ds")
     assert all(t.response_ids is None for e in store.iter_episodes() for t in e.turns)
     assert store.to_hf()["response_ids"] == [None] * store.num_turns
-    loader = BatchLoader(store, policy, batch_size=3)
-    batch = next(loader)
+    batch = make_batch(policy, OfflineStream(store).take(3))
     tok, eot = policy.tokenizer, policy.eot_token_id
     samples = _samples(tmp_path / "ds")
     assert all(s.response_ids is None for s in samples)

@@ -14,7 +14,9 @@ ENV = "gym_cards/Blackjack"
 
 
 def _key(e: Episode) -> tuple[object, ...]:
-    turns = [(t.obs_text, t.response, t.action, t.valid, t.reward, t.terminated, t.truncated) for t in e.turns]
+    turns = [
+        (t.obs_text, t.response, t.action, t.valid, t.reward, t.terminated, t.truncated) for t in e.turns
+    ]
     return e.seed, e.success, e.strict_success, turns
 
 

@@ -441,7 +441,9 @@ def collect(
     appended once ``shard_episodes`` of them are waiting, so an interrupted collection keeps what it
     finished.
     """
-    agent = make_agent(policy, epsilon=epsilon, model=model, temperature=temperature, max_new_tokens=max_new_tokens)
+    agent = make_agent(
+        policy, epsilon=epsilon, model=model, temperature=temperature, max_new_tokens=max_new_tokens
+    )
     if episodes < 1:
         raise ValueError("episodes must be >= 1")
     store = out if isinstance(out, EpisodeStore) or out is None else EpisodeStore(out, create=True)

@@ -1,6 +1,6 @@
 """Advantage-Filtered SFT (AFSFT): the losses, as pure functions on tensors.
 
-Read this file top to bottom; it is the whole algorithm (SPEC section 2).
+Read this file top to bottom; it is the whole algorithm (docs/design.md puts it in context).
 
 **Layout.** Every tensor is on the *response axis* of a batch of turns: row ``b`` is one turn, column
 ``j`` is the ``j``-th response token of that turn. ``mask[b, j]`` is True for logged tokens (a prefix
@@ -51,7 +51,7 @@ FilterKind = Literal["binary", "exp", "none"]
 
 @dataclass
 class AFSFTConfig:
-    """Hyper-parameters of the AFSFT loss. The defaults are our choices (SPEC section 2)."""
+    """Hyper-parameters of the AFSFT loss (the defaults and why: docs/design.md)."""
 
     filter: FilterKind = "binary"
     """``binary`` = AFSFT, ``exp`` = advantage-weighted regression, ``none`` = plain SFT."""

@@ -14,7 +14,6 @@ from vlmq.data.schema import SCHEMA_VERSION, DataError, Episode, Turn
 from vlmq.data.store import EpisodeStore, write_dataset
 
 _LAZY = {
-    "BatchLoader": "vlmq.data.batches",
     "OfflineStream": "vlmq.data.batches",
     "TrainBatch": "vlmq.data.batches",
     "make_batch": "vlmq.data.batches",

@@ -9,7 +9,7 @@ bootstrap from.
 most ``buffer_turns`` turns, or one shard if a shard is larger) and shuffling turns within it; its
 cursor (epoch, buffer, position, shard count, seed) is all the state there is, so a saved cursor
 resumes the exact same stream. :func:`make_batch` tokenises samples with ``policy.encode`` into a
-:class:`TrainBatch`; :class:`BatchLoader` is the two together, an endless resumable iterator.
+:class:`TrainBatch`.
 
 The policy contract (docs/design.md): ``encode(images, prompts, responses)`` returns right-padded
 tensors with ``input_ids``, ``attention_mask`` and ``response_mask`` (plus vision inputs);
@@ -66,8 +66,7 @@ class TrainBatch:
 
     ``rewards``/``terminated``/``truncated``/``has_next`` are ``[B]``; ``next_index[b]`` is the row of
     ``next_inputs`` holding turn ``b``'s next observation, -1 if none (``next_inputs`` is ``None`` when
-    no row has one). The token-level views (``[B, T]`` over ``inputs``) put the turn's reward and
-    termination on its last response token.
+    no row has one).
     """
 
     inputs: dict[str, torch.Tensor]
@@ -84,44 +83,6 @@ class TrainBatch:
     @property
     def response_mask(self) -> torch.Tensor:
         return self.inputs["response_mask"].bool()
-
-    @property
-    def last_token(self) -> torch.Tensor:
-        """``[B, T]`` bool: the last response token of each row (all False for an empty response)."""
-        mask = self.response_mask
-        T = mask.shape[1]
-        pos = torch.arange(T, device=mask.device).expand_as(mask)
-        last = torch.where(mask, pos, torch.full_like(pos, -1)).max(dim=1).values  # [B]
-        return (pos == last[:, None]) & (last[:, None] >= 0)
-
-    @property
-    def token_rewards(self) -> torch.Tensor:
-        """``[B, T]`` float: the turn's reward at its last response token, 0 elsewhere."""
-        last = self.last_token
-        return last.to(torch.float32) * self.rewards.to(last.device, torch.float32)[:, None]
-
-    @property
-    def token_done(self) -> torch.Tensor:
-        """``[B, T]`` bool: ``terminated`` at the last response token (a truncation is not done)."""
-        return self.last_token & self.terminated.to(self.last_token.device).bool()[:, None]
-
-    def to(self, device: torch.device | str) -> TrainBatch:
-        """The batch with every tensor moved to ``device``."""
-
-        def move(d: dict[str, Any] | None) -> dict[str, Any] | None:
-            if d is None:
-                return None
-            return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in d.items()}
-
-        return TrainBatch(
-            inputs=move(self.inputs),  # type: ignore[arg-type]
-            rewards=self.rewards.to(device),
-            terminated=self.terminated.to(device),
-            truncated=self.truncated.to(device),
-            has_next=self.has_next.to(device),
-            next_inputs=move(self.next_inputs),
-            next_index=self.next_index.to(device),
-        )
 
 
 def samples_from_rows(rows: Iterable[dict[str, Any]], where: str = "dataset") -> list[TurnSample]:
@@ -286,8 +247,8 @@ class OfflineStream:
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.epoch = int(state["epoch"])
-        self.buffer = int(state.get("buffer", state.get("shard_pos", 0)))
-        self.pos = int(state.get("pos", state.get("row_pos", 0)))
+        self.buffer = int(state["buffer"])
+        self.pos = int(state["pos"])
         self.seed = int(state.get("seed", self.seed))
         self.buffer_turns = int(state.get("buffer_turns", self.buffer_turns))
         self._shards = self.store.shards()
@@ -299,45 +260,3 @@ class OfflineStream:
             )
         self._groups = None
         self._loaded = None
-
-
-class BatchLoader:
-    """Endless, resumable iterator of :class:`TrainBatch` over a store (``batch_size`` turns each).
-
-    ``state_dict()`` is the data cursor to save in a checkpoint; ``load_state_dict`` on a fresh loader
-    over the same data continues with exactly the batches the saved run would have seen next.
-    """
-
-    def __init__(
-        self,
-        data: EpisodeStore | str | Path,
-        policy: Any,
-        batch_size: int,
-        seed: int = 0,
-        buffer_turns: int = 2048,
-    ) -> None:
-        if batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
-        store = data if isinstance(data, EpisodeStore) else EpisodeStore(data)
-        self.stream = OfflineStream(store, seed, buffer_turns)
-        self.policy = policy
-        self.batch_size = batch_size
-
-    @property
-    def epoch(self) -> int:
-        return self.stream.epoch
-
-    def next_samples(self) -> list[TurnSample]:
-        return self.stream.take(self.batch_size)
-
-    def __iter__(self) -> Iterator[TrainBatch]:
-        return self
-
-    def __next__(self) -> TrainBatch:
-        return make_batch(self.policy, self.next_samples())
-
-    def state_dict(self) -> dict[str, int]:
-        return self.stream.state_dict()
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.stream.load_state_dict(state)

@@ -111,10 +111,6 @@ class ReplayStore:
         return len(self._seen)
 
     @property
-    def num_online_shards(self) -> int:
-        return len(self.online.shards())
-
-    @property
     def num_online_episodes(self) -> int:
         return self._episodes_in_window
 

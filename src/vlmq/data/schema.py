@@ -1,4 +1,4 @@
-"""The episode schema: one row per turn, images as PNG bytes, a schema version (SPEC section 5).
+"""The episode schema: one row per turn, images as PNG bytes, a schema version (:data:`SCHEMA_VERSION`).
 
 Datasets are model-agnostic: ``prompt`` is the user message of :func:`vlmq.models.prompts.build_prompt`
 and ``response`` the raw text the agent wrote; tokenisation happens at training time, per model.

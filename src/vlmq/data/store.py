@@ -219,13 +219,6 @@ class EpisodeStore:
     def __len__(self) -> int:
         return self.num_episodes
 
-    def validate(self, images: bool = True) -> int:
-        """Read every shard (and decode every image with ``images``); returns the episode count."""
-        n = 0
-        for _ in self.iter_episodes() if images else self.iter_episode_rows(["episode_id"]):
-            n += 1
-        return n
-
     def stats(self) -> dict[str, Any]:
         """Episodes, turns, sources, success rate, mean return, valid-action rate, response length."""
         cols = ["episode_id", "source", "valid", "success", "strict_success", "episode_return", "response"]

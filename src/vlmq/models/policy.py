@@ -1,7 +1,7 @@
 """The VLM policy: a Hugging Face image-text-to-text model + LoRA (peft) + a token-level critic head.
 
 One backbone pass (:meth:`Policy.hidden`) gives the final hidden states ``h [B, T, H]``; two heads read
-them (SPEC section 2):
+them (the losses that use them: :mod:`vlmq.algo.afsft`):
 
 - the actor, the model's own LM head: ``pi(.|s) = softmax(W_lm h)`` (:meth:`Policy.actor_logits`);
 - the critic ``Q(s, .) = W_q h + b_q``, one value per vocabulary token (:meth:`Policy.critic_q`), and

@@ -64,18 +64,10 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     """Recompute the backbone's activations in the backward pass (less memory, about 30 % slower)."""
     critic_init_bias: float | None = None
-    """Initial Q-value of every token (the critic head starts with zero weights and this bias).
-    ``None``: the mean episode return of the offline data times ``loss.reward_scale`` (0 without
-    offline data). Only logged tokens' Q-values are trained, so a token the data never holds keeps
-    this value, and ``V = sum pi Q`` weighs it while the policy is spread: at the data's mean, a
-    logged token passes the binary filter when it beats the average logged behaviour. With 0 and
-    mostly negative returns every logged token looks worse than the untrained ones and the filter
-    rejects almost everything (the syntax is never learnt); with the lowest return the critic must
-    climb the whole return range first, which Adam does at about ``lr`` per step (measured on
-    NumberLine: thousands of steps). Only the untrained tokens at the lowest return (pessimistic, the
-    logged ones at the mean) does not work either: the in-turn TD targets ``V' = sum pi Q'`` carry
-    that pessimism into the logged tokens while the policy is spread (measured on click-button:
-    valid-action rate 0 % after 300 steps, against 97 % at the mean)."""
+    """Initial Q-value of every token (the critic head's bias). ``None``: the mean episode return of the
+    offline data times ``loss.reward_scale`` (0 without offline data), so a logged token passes the
+    binary filter when it beats the average logged behaviour (why not 0 or the lowest return:
+    docs/design.md, "Why the critic starts at the data's mean return")."""
     critic_init_std: float = 0.01
     """Std of the critic head's initial weights (``N(0, std)``, seeded); 0 = zero weights, which send
     no gradient into the backbone at the start."""

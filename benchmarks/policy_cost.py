@@ -1,29 +1,20 @@
-"""Cost of the policy: critic-head overhead, image-feature cache, batched KV-cached generation.
-
-For each model (the tiny Idefics3 and, unless ``--quick``, a random SmolVLM-256M-sized Idefics3):
+"""Cost of the policy, measured for ``run.py``'s ``policy`` section: critic-head overhead, image-feature
+cache, batched KV-cached generation.
 
 - forward+backward time of a training step with both heads (actor log-probs + critic TD-style loss with
   the full-vocabulary Q at response positions) vs the LM head only, in the same run -> critic overhead;
 - the same two-head step with the image-feature cache vs recomputing the vision tower;
 - greedy generation throughput (generated tokens/s): one batched KV-cached call for N prompts vs N
   one-at-a-time calls -> batching speed-up.
-
-Writes ``benchmarks/results/bench_policy.json``. Example::
-
-    python benchmarks/bench_policy.py --quick
-    python benchmarks/bench_policy.py --device cuda --dtype bfloat16 --batch 8
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -32,9 +23,8 @@ import numpy as np
 import torch
 
 from vlmq.envs.base import TaskInfo
-from vlmq.models.policy import Policy, PolicyConfig
+from vlmq.models.policy import Policy
 from vlmq.models.prompts import build_prompt, format_response
-from vlmq.models.tiny import build_smolvlm_sized, build_tiny
 
 TASK = TaskInfo(
     env_id="gym_cards/Blackjack",
@@ -157,49 +147,3 @@ def bench_model(
     )
     print(f"[{name}] " + json.dumps(res), flush=True)
     return res
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="tiny model only")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    ap.add_argument("--batch", type=int, default=8, help="batch size for the tiny model")
-    ap.add_argument("--big-batch", type=int, default=2, help="batch size for the SmolVLM-sized model")
-    ap.add_argument("--reps", type=int, default=10)
-    ap.add_argument("--big-reps", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_policy.json"))
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    dtype = getattr(torch, args.dtype)
-    cfg = PolicyConfig(dtype=args.dtype, critic_init_std=0.01)
-    out: dict[str, Any] = {
-        "device": args.device,
-        "dtype": args.dtype,
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "machine": platform.platform(),
-        "load_avg_at_start": os.getloadavg(),
-        "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
-        "models": {},
-    }
-    torch.manual_seed(0)
-    model, proc = build_tiny("idefics3")
-    pol = Policy(model.to(dtype), proc, cfg).to(args.device)
-    out["models"]["tiny_idefics3"] = bench_model("tiny_idefics3", pol, args.batch, args.reps, 16, 64)
-    if not args.quick:
-        model, proc = build_smolvlm_sized(dtype=dtype)
-        pol = Policy(model, proc, cfg).to(args.device)
-        out["models"]["smolvlm256m_sized_idefics3"] = bench_model(
-            "smolvlm256m_sized", pol, args.big_batch, args.big_reps, 16, 512
-        )
-    path = Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {path}")
-
-
-if __name__ == "__main__":
-    main()
