@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from vlmq.cli import app
-from vlmq.train.reproduce import CONDITIONS, ReproduceConfig, aggregate, format_table
+from vlmq.experiments.reproduce import CONDITIONS, ReproduceConfig, aggregate, format_table
 
 
 def test_aggregate_and_table() -> None:
@@ -27,7 +27,7 @@ def test_aggregate_and_table() -> None:
 
 
 def test_offline_result_needs_an_evaluation_at_the_end_of_the_offline_phase(tmp_path: Path) -> None:
-    from vlmq.train.reproduce import reproduce
+    from vlmq.experiments.reproduce import reproduce
 
     with pytest.raises(ValueError, match="multiple of eval_every"):
         reproduce(ReproduceConfig.quick(out=str(tmp_path), steps=5, eval_every=2))

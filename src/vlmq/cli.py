@@ -570,8 +570,8 @@ def reproduce(
     """Prompting vs SFT vs AFSFT (random and noisy data, offline and online) on every domain; writes
     results.md, results.json and learning curves. Run it again to continue an interrupted run."""
     from vlmq.envs.registry import spec
-    from vlmq.train.reproduce import ReproduceConfig, report
-    from vlmq.train.reproduce import reproduce as run_reproduce
+    from vlmq.experiments.reproduce import ReproduceConfig, report
+    from vlmq.experiments.reproduce import reproduce as run_reproduce
 
     overrides: dict[str, object] = {"out": str(out)}
     if tasks:
