@@ -83,7 +83,9 @@ def test_expert_succeeds(envs: _Envs, task: str) -> None:
     env = envs[task]
     for seed in range(3):
         obs, _ = env.reset(seed=seed)
-        assert obs["image"].shape == (210, 160, 3) and obs["text"].startswith("Instruction:")
+        assert obs["text"].startswith("Instruction:")
+        if not task.startswith("flight."):  # flight.*: a 375x667 page, listed as unsupported
+            assert obs["image"].shape == (210, 160, 3)
         for _ in range(env.max_turns or 10):
             obs, reward, term, trunc, info = env.step(env.expert_action())
             assert info["valid"], info
@@ -221,7 +223,7 @@ def test_every_miniwob_task_registered() -> None:
     assert len(ALL_TASKS) >= 120 and sorted(specs) == ALL_TASKS
     assert {t for t, s in specs.items() if s.expert} == set(TASKS) == {t for t, s in specs.items() if s.featured}
     assert set(UNSUPPORTED) <= set(ALL_TASKS)
-    assert all(specs[t].note.startswith("unsupported: needs") for t in UNSUPPORTED)
+    assert all(specs[t].note.startswith("unsupported: ") for t in UNSUPPORTED)
     assert all(s.description and s.workers for s in specs.values())
 
 
@@ -232,7 +234,9 @@ def test_every_task_resets_and_takes_random_steps(task: str) -> None:
     env = make(f"miniwob/{task}")
     try:
         obs, _ = env.reset(seed=0)
-        assert obs["image"].shape == (210, 160, 3) and obs["text"].startswith("Instruction:")
+        assert obs["text"].startswith("Instruction:")
+        if not task.startswith("flight."):  # flight.*: a 375x667 page, listed as unsupported
+            assert obs["image"].shape == (210, 160, 3)
         for _ in range(3):
             obs, _, term, trunc, info = env.step(env.random_action())
             assert info["valid"] and not info["browser_crashed"], (task, info["feedback"])

@@ -62,6 +62,7 @@ TASKS: dict[str, str] = {
 
 _DRAG = "unsupported: needs mouse dragging"
 _SCROLL = "unsupported: needs scrolling"
+_PAGE = "unsupported: a 375x667 page; the observation space and clicks assume the 160x210 frame"
 # tasks that need actions outside click/type/press (no drag or scroll action): task -> the note
 # `vlmq envs` shows; they still run (random policy), but cannot be solved through the action space
 UNSUPPORTED: dict[str, str] = {
@@ -78,6 +79,7 @@ UNSUPPORTED: dict[str, str] = {
     **dict.fromkeys(
         ["scroll-text", "scroll-text-2", "click-scroll-list", "email-inbox", "email-inbox-nl-turk"], _SCROLL
     ),
+    **dict.fromkeys(["flight.AA", "flight.Alaska", "flight.Alaska-auto"], _PAGE),
 }  # fmt: skip
 
 TASK_WIDTH, TASK_HEIGHT = 160, 210
