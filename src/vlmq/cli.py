@@ -42,17 +42,13 @@ def _root(
 @app.command("envs")
 def envs_cmd(
     domain: str | None = typer.Argument(None, help="Only this domain (gym_cards, babyai, miniwob)."),
+    show_all: bool = typer.Option(False, "--all", help="Every task, not only the featured ones."),
 ) -> None:
     """List the environment domains and tasks (domains whose dependencies are missing are skipped)."""
-    from vlmq.envs.registry import list_envs
+    from vlmq.envs.registry import listing
 
-    specs = list_envs(domain)  # an unknown domain: UnknownEnvError, reported by ErrorReportingGroup
-    current = None
-    for s in specs:
-        if s.domain != current:
-            current = s.domain
-            typer.echo(f"{current}:")
-        typer.echo(f"  {s.env_id:<32} {s.description}")
+    for line in listing(domain, show_all):  # an unknown domain: UnknownEnvError, reported by the group
+        typer.echo(line)
 
 
 @app.command("play")
@@ -82,9 +78,12 @@ def play_cmd(
     if policy not in SCRIPTED:
         raise typer.BadParameter(f"choose one of {', '.join(SCRIPTED)}", param_hint="--policy")
     try:
-        spec(env_id)
+        env_spec = spec(env_id)
     except ImportError as exc:
         raise typer.BadParameter(f"{env_id}: missing dependency ({exc})", param_hint="ENV_ID") from None
+    if policy != "random" and not env_spec.expert:
+        note = f" ({env_spec.note})" if env_spec.note else ""
+        raise typer.BadParameter(f"{env_id} has no scripted expert{note}; use random", param_hint="--policy")
     stats = play(
         env_id, policy, episodes, seed, epsilon, save_frames, progress=episodes >= 50, num_envs=num_envs
     )

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import importlib
+import importlib.util
 import json
 import os
 import re
@@ -42,8 +44,9 @@ from typing import Any
 import numpy as np
 
 from vlmq.envs.base import Observation, TextEnv, Transition
-from vlmq.envs.registry import register
+from vlmq.envs.registry import doc_description, register
 
+# the featured tasks (the short `vlmq envs` listing), each solved by the scripted DOM expert
 TASKS: dict[str, str] = {
     "click-test": "Click the single button.",
     "click-test-2": "Click the button named in the instruction (one of two).",
@@ -56,6 +59,28 @@ TASKS: dict[str, str] = {
     "focus-text": "Focus the text box.",
     "enter-text": "Type the given text into the text field and click Submit.",
 }
+
+_DRAG = "unsupported: needs mouse dragging"
+_SCROLL = "unsupported: needs scrolling"
+_PAGE = "unsupported: a 375x667 page; the observation space and clicks assume the 160x210 frame"
+# tasks that need actions outside click/type/press (no drag or scroll action): task -> the note
+# `vlmq envs` shows; they still run (random policy), but cannot be solved through the action space
+UNSUPPORTED: dict[str, str] = {
+    **dict.fromkeys(
+        [
+            "drag-box", "drag-circle", "drag-cube", "drag-items", "drag-items-grid", "drag-shapes",
+            "drag-shapes-2", "drag-single-shape", "drag-sort-numbers", "draw-circle", "draw-line",
+            "resize-textarea",
+        ],
+        _DRAG,
+    ),
+    "highlight-text": "unsupported: needs text selection by dragging",
+    "highlight-text-2": "unsupported: needs text selection by dragging",
+    **dict.fromkeys(
+        ["scroll-text", "scroll-text-2", "click-scroll-list", "email-inbox", "email-inbox-nl-turk"], _SCROLL
+    ),
+    **dict.fromkeys(["flight.AA", "flight.Alaska", "flight.Alaska-auto"], _PAGE),
+}  # fmt: skip
 
 TASK_WIDTH, TASK_HEIGHT = 160, 210
 EPISODE_MAX_TIME_MS = 3600 * 1000
@@ -292,7 +317,7 @@ def _normalize_key(key: str, allowed: set[str]) -> str | None:
 
 
 class MiniWoBEnv(TextEnv):
-    """One MiniWoB++ task; subclasses (one per task, see ``TASKS``) only set ``task``."""
+    """One MiniWoB++ task; subclasses (one per task, see :func:`tasks`) only set ``task``."""
 
     task: str = "click-test"
     image_shape = (TASK_HEIGHT, TASK_WIDTH, 3)
@@ -561,7 +586,7 @@ class MiniWoBEnv(TextEnv):
         return acts
 
     def expert_action(self) -> str:
-        """A DOM-reading scripted solution for each registered task."""
+        """A DOM-reading scripted solution for each task in ``TASKS``; a random action elsewhere."""
         try:
             act = self._expert()
         except Exception:  # a DOM the script does not expect: act randomly rather than crash
@@ -614,16 +639,69 @@ class MiniWoBEnv(TextEnv):
         return None if ref is None else f"click(ref={ref})"
 
 
+def _class_docs(module: str) -> dict[str, tuple[str, str]]:
+    """``{class name: (subdomain, docstring)}`` of a miniwob module, read with ``ast``: importing the
+    module would import selenium."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        return {}
+    out: dict[str, tuple[str, str]] = {}
+    for node in ast.parse(Path(spec.origin).read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.ClassDef):
+            sub = next(
+                (
+                    st.value.value
+                    for st in node.body
+                    if isinstance(st, ast.Assign)
+                    and any(isinstance(t, ast.Name) and t.id == "subdomain" for t in st.targets)
+                    and isinstance(st.value, ast.Constant)
+                ),
+                "",
+            )
+            out[node.name] = (str(sub), ast.get_docstring(node) or "")
+    return out
+
+
+def tasks() -> dict[str, str]:
+    """Every task the installed ``miniwob`` registers: ``{"click-shape": "<one-line description>", ...}``."""
+    import gymnasium as gym
+    import miniwob  # noqa: F401  (registers the miniwob/* gymnasium ids; does not import selenium)
+
+    docs: dict[str, dict[str, tuple[str, str]]] = {}
+    out: dict[str, str] = {}
+    for gym_id, env_spec in gym.registry.items():
+        if not gym_id.startswith("miniwob/"):
+            continue
+        task, doc = gym_id[len("miniwob/") :].rsplit("-v", 1)[0], ""
+        if isinstance(env_spec.entry_point, str) and ":" in env_spec.entry_point:
+            module, name = env_spec.entry_point.split(":")
+            if module not in docs:
+                docs[module] = _class_docs(module)
+            sub, doc = docs[module].get(name, ("", ""))
+            task = sub or task
+        out[task] = doc_description(doc) or f"MiniWoB++ task {task}."
+    return dict(sorted(out.items()))
+
+
 def _make_task_class(task: str) -> type[MiniWoBEnv]:
-    name = "MiniWoB" + "".join(p.capitalize() for p in task.split("-")) + "Env"
+    name = "MiniWoB" + "".join(p.capitalize() for p in re.split(r"[-.]", task)) + "Env"
     cls = type(name, (MiniWoBEnv,), {"task": task, "env_id": f"miniwob/{task}"})
     cls.__module__ = __name__
-    cls.__doc__ = f"MiniWoB++ task {task}: {TASKS[task]}"
+    cls.__doc__ = f"MiniWoB++ task {task}."
     globals()[name] = cls  # picklable by reference
     return cls
 
 
-for _task, _desc in TASKS.items():
-    register(f"miniwob/{_task}", _make_task_class(_task), _desc, workers=True)
+for _task, _desc in tasks().items():
+    register(
+        f"miniwob/{_task}",
+        _make_task_class(_task),
+        TASKS.get(_task, _desc),
+        workers=True,
+        featured=_task in TASKS,
+        expert=_task in TASKS,
+        note=UNSUPPORTED.get(_task, ""),
+        aliases=(f"miniwob/{_task}-v1",),
+    )
 
-__all__ = ["TASKS", "MiniWoBEnv", "configure_browser", "process_tree"]
+__all__ = ["TASKS", "UNSUPPORTED", "MiniWoBEnv", "configure_browser", "process_tree", "tasks"]
