@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from vlmq.envs import list_envs
-from vlmq.envs.play import play
+from vlmq.rollout import play
 
 
 def done_keys(out: Path) -> set[tuple[str, str, int]]:
@@ -36,7 +36,7 @@ def measure(domain: str | None, policy: str, episodes: int, out: Path, only_expe
         t0 = time.perf_counter()
         try:
             row = play(s.env_id, policy, episodes, seed=0).as_dict()
-            row["error"] = ""
+            row |= {"policy": policy, "error": ""}
         except Exception as exc:  # record and go on: the table says which tasks fail to run
             row = {"env_id": s.env_id, "policy": policy, "episodes": episodes, "error": f"{type(exc).__name__}: {exc}"[:300]}
         row["wall_s"] = round(time.perf_counter() - t0, 2)

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import gymnasium
+
 from vlmq.envs.base import TextEnv
 
 # domain name -> module that registers its tasks on import
@@ -190,8 +192,6 @@ def register_gymnasium() -> list[str]:
     ``gymnasium.make`` then returns the :class:`TextEnv` itself (no env checker, order-enforcing or
     time-limit wrapper: episodes end by the env's own ``max_turns``). Idempotent.
     """
-    import gymnasium
-
     ids = []
     for s in list_envs():
         gid = s.gym_id
