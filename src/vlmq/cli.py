@@ -7,11 +7,12 @@ CLI does is also available from Python.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import typer
 
 from vlmq.cli_errors import ErrorReportingGroup, fail, number, out_dir, out_file
+from vlmq.models.prompts import MAX_NEW_TOKENS
 
 app = typer.Typer(
     cls=ErrorReportingGroup,
@@ -118,7 +119,7 @@ def collect(
     temperature: float = typer.Option(
         1.0, callback=number(ge=0), help="Sampling temperature of --policy model (0 = greedy)."
     ),
-    max_new_tokens: int = typer.Option(24, callback=number(ge=1), help="Response length limit of --policy model."),
+    max_new_tokens: int = typer.Option(MAX_NEW_TOKENS, callback=number(ge=1), help="Response length limit of --policy model."),
 ) -> None:
     """Collect episodes with a scripted policy or a model into a dataset folder."""
     from vlmq.data.collect import collect as run_collect
@@ -262,169 +263,18 @@ def data_sample(
 # --------------------------------------------------------------------------- training
 
 
-@app.command()
-def train(
-    env: str = typer.Option(None, "--env", help="Environment id, e.g. gym_cards/NumberLine."),
-    model: str = typer.Option(None, "--model", help="Base model (hub name or folder) or a saved policy."),
-    data: str = typer.Option(None, "--data", help="Offline dataset folder (from `vlmq collect`)."),
-    out: Path = typer.Option(
-        None, "--out", callback=out_dir, help="Run folder (default runs/<env>-<filter>-seed<seed>)."
-    ),
-    filter: str = typer.Option("binary", "--filter", help="binary (AFSFT), exp (AWR) or none (SFT)."),
-    online: bool = typer.Option(False, "--online", help="After offline steps, train on own episodes."),
-    steps: int = typer.Option(200, callback=number(ge=0), help="Offline optimizer steps."),
-    batch_size: int = typer.Option(8, callback=number(ge=1), help="Turns per micro-batch and process."),
-    grad_accum: int = typer.Option(
-        1, callback=number(ge=1),
-        help="Micro-batches per optimizer step (global batch: batch size x grad accum x processes).",
-    ),
-    lr: float = typer.Option(1e-4, callback=number(gt=0), help="AdamW learning rate."),
-    lr_schedule: str = typer.Option("cosine", help="After the warm-up: cosine decay to 0.1 x lr, or constant."),
-    gamma: float = typer.Option(0.9, callback=number(ge=0, le=1), help="Discount between turns."),
-    beta: float = typer.Option(1.0, callback=number(gt=0), help="Exp filter temperature."),
-    threshold: float = typer.Option(
-        0.0, callback=number(), help="Binary filter: imitate a token when its advantage is at least this (ties pass)."
-    ),
-    conservative: float = typer.Option(
-        0.0, help="Weight of a conservative (CQL) critic term that lowers the Q of tokens the data does not log."
-    ),
-    turn_lambda: float = typer.Option(
-        None, min=0.0, max=1.0,
-        help="In-turn lambda of the critic's TD targets (1: every token of a turn targets its outcome; 0: one-step).",
-    ),
-    forced_prob: str = typer.Option(
-        None, help="Binary filter: always imitate a logged token the policy gives at least this probability "
-        "(protects the action syntax); 'off' disables.",
-    ),
-    critic_coef: float = typer.Option(
-        None, callback=number(ge=0), help="Weight of the critic loss (default: the AFSFT default; 0 with --filter none: plain SFT)."
-    ),
-    critic_init_std: float = typer.Option(
-        None, callback=number(ge=0), help="Std of the critic head's initial weights (0: zero weights; default: the config's)."
-    ),
-    filter_warmup_steps: int = typer.Option(
-        None, min=0, help="First steps imitate every logged token (filter off) while the critic learns."
-    ),
-    target: str = typer.Option("polyak", help="Target critic: polyak or online (detached)."),
-    tau: float = typer.Option(0.05, callback=number(gt=0, le=1), help="Polyak rate of the target critic."),
-    lora_r: int = typer.Option(16, callback=number(ge=1), help="LoRA rank."),
-    online_rounds: int = typer.Option(4, callback=number(ge=1), help="Online rounds (collect, then train)."),
-    online_episodes: int = typer.Option(16, callback=number(ge=1), help="Episodes collected per online round."),
-    online_steps: int = typer.Option(50, callback=number(ge=0), help="Optimizer steps per online round."),
-    num_envs: int = typer.Option(
-        4, callback=number(ge=1), help="Parallel environments for collection and evaluation."
-    ),
-    temperature: float = typer.Option(1.0, callback=number(ge=0), help="Sampling temperature for online collection."),
-    online_mode: str = typer.Option(
-        "sync", help="sync: collect, then train, per round; async: collectors overlap the learner."
-    ),
-    collectors: int = typer.Option(
-        1, min=0, help="async: collector processes started here (more: `vlmq collect-online RUN`)."
-    ),
-    critic_init_bias: float = typer.Option(
-        None, callback=number(), help="Initial Q-value of every token (default: the offline data's mean return)."
-    ),
-    dtype: str = typer.Option(
-        None, help="Backbone weights: float32, bfloat16, float16 (default: bfloat16 on CUDA, else float32)."
-    ),
-    gradient_checkpointing: bool = typer.Option(
-        False, "--gradient-checkpointing", help="Recompute activations in backward (less GPU memory)."
-    ),
-    eval_every: int = typer.Option(
-        100, callback=number(ge=0), help="Evaluate every N steps (0 = only at the end)."
-    ),
-    eval_episodes: int = typer.Option(20, callback=number(ge=0), help="Episodes per evaluation (0: none)."),
-    checkpoint_every: int = typer.Option(50, callback=number(ge=1), help="Checkpoint every N steps."),
-    max_new_tokens: int = typer.Option(24, callback=number(ge=1), help="Response length limit."),
-    seed: int = typer.Option(0, callback=number(ge=0), help="Seed of everything."),
-    device: str = typer.Option(
-        "auto", help="auto, cpu, cuda, cuda:1 ... (several processes: auto, cpu or cuda, one device each)."
-    ),
-    resume: Path = typer.Option(
-        None, "--resume", help="Continue the run in this folder from its last checkpoint."
-    ),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
-) -> None:
+@app.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
+)
+def train(ctx: typer.Context) -> None:
     """Train a policy with AFSFT (or SFT / AWR): offline on --data, then online with --online.
 
-    Data-parallel on N processes: `accelerate launch --multi_gpu --num_processes N -m vlmq train ...`
-    (also on CPU-only machines; see README, Scaling up).
+    Options: `vlmq train --help` (made from TrainConfig when the command runs: the rest of the CLI
+    starts without importing torch).
     """
-    from accelerate import PartialState
+    from vlmq.commands.train import command
 
-    from vlmq.algo.afsft import AFSFTConfig
-    from vlmq.data.store import EpisodeStore
-    from vlmq.envs.registry import spec
-    from vlmq.train.config import TrainConfig
-    from vlmq.train.learner import CollectorsFailed, TrainingDiverged
-    from vlmq.train.learner import train as run_training
-
-    if resume is not None:
-        cfg = TrainConfig.load(resume / "config.json") if (resume / "config.json").is_file() else None
-        if cfg is None:
-            _fail(f"{resume}: not a vlmq run folder (no config.json)")
-    else:
-        if not env or not model:
-            _fail("--env and --model are required (or --resume RUN)")
-        if filter not in ("binary", "exp", "none"):
-            _fail(f"--filter must be binary, exp or none, not {filter!r}")
-        if target not in ("polyak", "online"):
-            _fail(f"--target must be polyak or online, not {target!r}")
-        if data is None and not online:
-            _fail("give --data (offline) and/or --online")
-        spec(env)  # before the model loads: an unknown env id, a missing or empty dataset
-        if data is not None and not EpisodeStore(data).shards():
-            _fail(f"{data}: dataset is empty (no episodes; `vlmq collect` writes some)")
-        if not 0 <= conservative < float("inf"):
-            _fail(f"--conservative must be >= 0, not {conservative}")
-        loss_kw: dict[str, Any] = {} if critic_coef is None else {"critic_coef": critic_coef}
-        if turn_lambda is not None:
-            loss_kw["turn_lambda"] = turn_lambda
-        if forced_prob is not None:
-            try:
-                loss_kw["forced_prob"] = None if forced_prob == "off" else float(forced_prob)
-            except ValueError:
-                _fail(f"--forced-prob must be a probability or 'off', not {forced_prob!r}")
-            if loss_kw["forced_prob"] is not None and not 0.0 < loss_kw["forced_prob"] <= 1.0:
-                _fail(f"--forced-prob must be in (0, 1] or 'off', not {forced_prob!r}")
-        cfg_kw: dict[str, Any] = {
-            "critic_init_std": critic_init_std, "lr_schedule": lr_schedule, "filter_warmup_steps": filter_warmup_steps,
-        }  # fmt: skip
-        if online_mode not in ("sync", "async"):
-            _fail(f"--online-mode must be sync or async, not {online_mode!r}")
-        if lr_schedule not in ("constant", "cosine"):
-            _fail(f"--lr-schedule must be constant or cosine, not {lr_schedule!r}")
-        if dtype not in (None, "float32", "bfloat16", "float16"):
-            _fail(f"--dtype must be float32, bfloat16 or float16, not {dtype!r}")
-        run = out or Path("runs") / f"{env.replace('/', '-')}-{filter}-seed{seed}"
-        cfg = TrainConfig(
-            env=env, model=model, data=data, out=str(run), seed=seed,
-            loss=AFSFTConfig.for_filter(
-                filter, gamma=gamma, beta=beta, threshold=threshold, conservative=conservative,  # type: ignore[arg-type]
-                **loss_kw,
-            ),
-            target=target, tau=tau, lr=lr, batch_size=batch_size, grad_accum=grad_accum,  # type: ignore[arg-type]
-            steps=steps if data else 0, lora_r=lora_r, lora_alpha=2 * lora_r, max_new_tokens=max_new_tokens,
-            eval_every=eval_every, eval_episodes=eval_episodes, checkpoint_every=checkpoint_every,
-            online=online, online_rounds=online_rounds, online_episodes=online_episodes,
-            online_steps=online_steps, num_envs=num_envs, temperature=temperature, device=device,
-            online_mode=online_mode, collectors=collectors, critic_init_bias=critic_init_bias,  # type: ignore[arg-type]
-            dtype=dtype, gradient_checkpointing=gradient_checkpointing,
-            **{k: v for k, v in cfg_kw.items() if v is not None},
-        )  # fmt: skip
-    try:
-        summary = run_training(cfg, resume=resume is not None, show_progress=not quiet)
-    except (TrainingDiverged, CollectorsFailed, FileExistsError, FileNotFoundError) as e:
-        _fail(str(e))
-    if not PartialState().is_main_process:
-        return
-    final = summary.get("final_eval", {})
-    typer.echo(f"run: {cfg.out}  steps: {summary['steps']}  wall: {summary['wall_time_s']} s")
-    for k in ("greedy/success_rate", "greedy/mean_return", "greedy/valid_rate", "critic/ranking_accuracy"):
-        if k in final:
-            typer.echo(f"  {k}: {final[k]:.3f}")
-    for w in summary.get("warnings", []):
-        typer.echo(f"  warning: {w}")
+    command().main(ctx.args, prog_name=ctx.command_path, standalone_mode=False)
 
 
 @app.command("eval")
@@ -437,7 +287,7 @@ def eval_cmd(
     temperature: float = typer.Option(0.0, callback=number(ge=0), help="0 = greedy."),
     num_envs: int = typer.Option(4, callback=number(ge=1), help="Parallel environments."),
     seed: int = typer.Option(1_000_000, callback=number(ge=0), help="First episode seed (training never uses these)."),
-    max_new_tokens: int = typer.Option(24, callback=number(ge=1), help="Response length limit."),
+    max_new_tokens: int = typer.Option(MAX_NEW_TOKENS, callback=number(ge=1), help="Response length limit."),
     json_out: Path = typer.Option(None, "--json", callback=out_file, help="Also write the results as JSON."),
 ) -> None:
     """Evaluate a policy (including the untrained base model: the prompting baseline)."""
