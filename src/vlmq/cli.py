@@ -12,6 +12,10 @@ from typing import NoReturn
 import typer
 
 from vlmq.cli_errors import ErrorReportingGroup, fail, number, out_dir, out_file
+from vlmq.commands.data import data_app
+from vlmq.commands.filter_report import filter_report_cmd
+from vlmq.commands.pretrain import pretrain_tiny_cmd
+from vlmq.commands.reproduce import reproduce
 from vlmq.models.prompts import MAX_NEW_TOKENS
 
 app = typer.Typer(
@@ -144,120 +148,7 @@ def collect(
     typer.echo(f"saved to {out}")
 
 
-data_app = typer.Typer(help="Inspect and combine episode datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-
-
-@data_app.command("info")
-def data_info(
-    path: Path = typer.Argument(..., help="Dataset folder."),
-    hist: Path = typer.Option(
-        None, "--hist", callback=out_file, help="Write a histogram of episode returns to this PNG."
-    ),
-    tokenizer: str = typer.Option(
-        None,
-        "--tokenizer",
-        help="Count prompt and response tokens with this model's tokenizer (folder or name).",
-    ),
-) -> None:
-    """Summarise a dataset: episodes, turns, sources, success rate, return, valid-action rate, tokens."""
-    from vlmq.data.info import format_summary, load_tokenizer, plot_returns, summarize
-    from vlmq.data.schema import DataError
-
-    try:
-        s = summarize(path, load_tokenizer(tokenizer) if tokenizer else None)
-    except DataError as exc:
-        _fail(str(exc))
-    except OSError as exc:  # tokenizer not found
-        _fail(f"{tokenizer}: cannot load a tokenizer ({exc})".splitlines()[0])
-    typer.echo(format_summary(s))
-    if hist is not None:
-        typer.echo(f"histogram: {plot_returns(s['returns'], hist, str(path))}")
-
-
-@data_app.command("merge")
-def data_merge(
-    out: Path = typer.Argument(..., callback=out_dir, help="New dataset folder."),
-    inputs: list[Path] = typer.Argument(..., help="Datasets to merge."),
-) -> None:
-    """Merge datasets (each episode keeps its source)."""
-    from vlmq.data.mix import merge
-
-    store = merge(out, inputs)
-    typer.echo(f"{store.num_episodes} episodes -> {out}")
-
-
-@data_app.command("filter")
-def data_filter(
-    src: Path = typer.Argument(..., help="Dataset folder."),
-    out: Path = typer.Argument(..., callback=out_dir, help="New dataset folder."),
-    source: str = typer.Option(
-        None, help="Keep episodes whose source starts with this (random, noisy, ...)."
-    ),
-    success: bool = typer.Option(None, "--success/--failure", help="Keep only successful / failed episodes."),
-) -> None:
-    """Keep the episodes of one source and/or outcome."""
-    from vlmq.data.mix import filter_episodes
-
-    store = filter_episodes(src, out, source=source, success=success)
-    typer.echo(f"{store.num_episodes} episodes -> {out}")
-
-
-@data_app.command("mix")
-def data_mix(
-    out: Path = typer.Argument(..., callback=out_dir, help="New dataset folder."),
-    parts: list[str] = typer.Option(..., "--from", help="DIR:FRACTION, repeatable (fractions sum to 1)."),
-    total: int = typer.Option(..., "--total", min=1, help="Episodes in the mixture."),
-    seed: int = typer.Option(0, help="Sampling seed."),
-) -> None:
-    """Sample a fixed fraction of episodes from each dataset (e.g. 10% expert, 90% random)."""
-    from vlmq.data.mix import sample_mixture
-    from vlmq.data.schema import DataError
-
-    pairs = []
-    for p in parts:
-        path, sep, frac = p.rpartition(":")
-        try:
-            pairs.append((path, float(frac)))
-        except ValueError:
-            raise typer.BadParameter(f"expected DIR:FRACTION, got {p!r}", param_hint="--from") from None
-        if not sep:
-            raise typer.BadParameter(f"expected DIR:FRACTION, got {p!r}", param_hint="--from")
-    try:
-        store = sample_mixture(out, pairs, total, seed)
-    except (DataError, ValueError) as exc:
-        _fail(str(exc))
-    typer.echo(f"{store.num_episodes} episodes -> {out}")
-
-
-@data_app.command("sample")
-def data_sample(
-    src: Path = typer.Argument(..., help="Dataset folder (e.g. a merge of expert, noisy and random data)."),
-    out: Path = typer.Argument(..., callback=out_dir, help="New dataset folder."),
-    fracs: list[str] = typer.Option(
-        ..., "--frac", help="SOURCE=FRACTION, repeatable (source prefix, e.g. expert=0.1 noisy=0.3)."
-    ),
-    total: int = typer.Option(..., "--total", min=1, help="Episodes in the sample."),
-    seed: int = typer.Option(0, help="Sampling seed."),
-) -> None:
-    """Sample a fixed fraction of episodes per source from one dataset."""
-    from vlmq.data.mix import sample_by_source
-    from vlmq.data.schema import DataError
-
-    table: dict[str, float] = {}
-    for f in fracs:
-        name, sep, frac = f.rpartition("=")
-        try:
-            table[name] = float(frac)
-        except ValueError:
-            raise typer.BadParameter(f"expected SOURCE=FRACTION, got {f!r}", param_hint="--frac") from None
-        if not sep or not name:
-            raise typer.BadParameter(f"expected SOURCE=FRACTION, got {f!r}", param_hint="--frac")
-    try:
-        store = sample_by_source(src, out, table, total, seed)
-    except (DataError, ValueError) as exc:
-        _fail(str(exc))
-    typer.echo(f"{store.num_episodes} episodes -> {out}")
 
 
 # --------------------------------------------------------------------------- training
@@ -314,55 +205,7 @@ def eval_cmd(
         atomic_write_json(json_out, {"env": env, "model": model, "episodes": episodes, **m})
 
 
-@app.command("filter-report")
-def filter_report_cmd(
-    model: str = typer.Argument(..., help="A run folder (its last checkpoint and filter) or a saved policy."),
-    data: str = typer.Option(None, "--data", help="Logged turns to score (default: the run's offline data)."),
-    turns: int = typer.Option(64, min=1, help="Turns drawn from the data."),
-    seed: int = typer.Option(0, help="Seed of the draw."),
-    env: str = typer.Option(
-        None, "--env", help="Task whose held-out states probe the critic's ranking (default: the run's)."
-    ),
-) -> None:
-    """Which logged response tokens pass the AFSFT filter, position by position (the critic's view), and
-    the critic's ranking accuracy on held-out states (does it prefer the expert's actions?)."""
-    from vlmq.algo.afsft import AFSFTConfig
-    from vlmq.envs.registry import spec
-    from vlmq.models.policy import Policy
-    from vlmq.train.checkpoint import latest_checkpoint
-    from vlmq.train.config import TrainConfig
-    from vlmq.train.filter_report import filter_report, format_report, sample_turns
-
-    path = Path(model)
-    ckpt = latest_checkpoint(path) if path.is_dir() else None
-    # a run folder: its config.json is a TrainConfig (a base model folder's is the model's)
-    run_cfg = TrainConfig.load(path / "config.json") if ckpt and (path / "config.json").is_file() else None
-    loss = run_cfg.loss if run_cfg else AFSFTConfig()
-    data = data or (run_cfg.data if run_cfg else None)
-    if data is None:
-        _fail("give --data (the model is not a run folder with offline data)")
-    env = env or (run_cfg.env if run_cfg else None)
-    if env:
-        spec(env)
-    try:
-        samples = sample_turns(data, turns, seed)
-    except (FileNotFoundError, ValueError) as e:
-        _fail(str(e))
-    policy = Policy.from_pretrained(str(ckpt / "policy") if ckpt else model)
-    typer.echo(f"{len(samples)} turns of {data}; filter {loss.filter} (threshold {loss.threshold})")
-    typer.echo(format_report(filter_report(policy, samples, loss)))
-    if env:
-        from vlmq.train.ranking import blind_accuracy, build_probes, ranking_accuracy, ranking_verdict
-
-        probes = build_probes(env)
-        acc = ranking_accuracy(policy, probes)
-        if acc is None:
-            typer.echo(f"ranking accuracy: {env} has no in-process scripted expert to probe")
-        else:
-            chance = blind_accuracy(probes)
-            typer.echo(f"ranking accuracy on {len(probes)} held-out states of {env}: {acc:.3f} (chance {chance:.3f})")
-            if warning := ranking_verdict(acc, chance):
-                typer.echo(f"warning: {warning}")
+app.command("filter-report")(filter_report_cmd)
 
 
 @app.command()
@@ -399,164 +242,13 @@ def collect_online_cmd(
     typer.echo(f"collector {collector_id}: {n} round(s) collected into {run / 'replay'}")
 
 
-@app.command()
-def reproduce(
-    out: Path = typer.Option(
-        Path("runs/reproduce"), "--out", callback=out_dir, help="Folder for data, runs and results."
-    ),
-    quick: bool = typer.Option(
-        False, "--quick", help="Minutes: one task per domain, one seed, a few episodes and steps."
-    ),
-    tasks: list[str] = typer.Option(None, "--task", help="Only these tasks (repeatable)."),
-    seeds: int = typer.Option(None, "--seeds", min=1, help="Number of seeds (0, 1, ...)."),
-    model: str = typer.Option(None, "--model", help="Base model (default: the embedded `tiny`)."),
-    report_only: bool = typer.Option(
-        False, "--report", help="Train nothing: tables from the finished seeds of each task only."
-    ),
-    jobs: int = typer.Option(
-        1, "--jobs", min=1, help="(task, seed) units at once, in worker processes sharing the CPU cores."
-    ),
-) -> None:
-    """Prompting vs SFT vs AFSFT (random and noisy data, offline and online) on every domain; writes
-    results.md, results.json and learning curves. Run it again to continue an interrupted run."""
-    from vlmq.envs.registry import spec
-    from vlmq.train.reproduce import ReproduceConfig, report
-    from vlmq.train.reproduce import reproduce as run_reproduce
-
-    overrides: dict[str, object] = {"out": str(out)}
-    if tasks:
-        overrides["tasks"] = list(tasks)
-    if seeds:
-        overrides["seeds"] = list(range(seeds))
-    if model:
-        overrides["model"] = model
-    cfg = ReproduceConfig.quick(**overrides) if quick else ReproduceConfig(**overrides)  # type: ignore[arg-type]
-    for task in cfg.tasks:
-        spec(task)
-    try:
-        results = report(cfg) if report_only else run_reproduce(cfg, jobs=jobs)
-    except (KeyError, ValueError) as e:
-        _fail(str(e.args[0] if isinstance(e, KeyError) else e))
-    if not results["tasks"]:
-        _fail(f"{out}: no finished seeds to report; run `vlmq reproduce` with this --out (without --report) first")
-    typer.echo((out / "results.md").read_text())
-    typer.echo(f"results: {out / 'results.md'}, {out / 'results.json'}; curves: {out / 'curves'}")
+app.command()(reproduce)
+app.command("pretrain-tiny")(pretrain_tiny_cmd)
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
     """Stop with one clear error line on stderr and exit ``code`` (see :mod:`vlmq.cli_errors`)."""
     fail(message, code)
-
-
-# --------------------------------------------------------------------------- models
-@app.command("pretrain-tiny")
-def pretrain_tiny_cmd(
-    out: Path = typer.Option(
-        None, "--out", callback=out_dir,
-        help="Output folder (default: the package's tiny model); holds the checkpoint.",
-    ),
-    steps: int = typer.Option(2000, min=1, help="Optimizer steps."),
-    seed: int = typer.Option(0, help="Seed of scenes, initialisation and sampling."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Captions per step."),
-    lr: float = typer.Option(
-        2e-3, "--lr", callback=number(gt=0), help="Peak learning rate (warm-up, then cosine to 10 %)."
-    ),
-    warmup: int = typer.Option(100, "--warmup", min=1, help="Warm-up steps."),
-    pool: int = typer.Option(4000, "--pool", min=1, help="Pre-rendered training scenes."),
-    scenes: int = typer.Option(
-        500, "--scenes", min=1, help="Held-out scenes per domain for the accuracy report."
-    ),
-    checkpoint_every: int = typer.Option(
-        250, "--checkpoint-every", min=1, help="Write the resumable checkpoint every K steps."
-    ),
-    eval_every: int = typer.Option(
-        0, "--eval-every", min=0, help="Also score 100 held-out scenes per domain every K steps (0: never)."
-    ),
-    size_json: str = typer.Option(
-        None,
-        "--size",
-        help="Model size: a JSON file (a pretrain_info.json works) or JSON text, partial, over the shipped size.",
-    ),
-    image_size: int = typer.Option(None, "--image-size", help="Input resolution (px)."),
-    patch: int = typer.Option(None, "--patch", help="Vision patch size (px)."),
-    sf: int = typer.Option(None, "--sf", help="Pixel-shuffle factor (image tokens = (size/patch/sf)^2)."),
-    vision_width: int = typer.Option(None, "--vision-width", help="Vision hidden size (x24)."),
-    vision_depth: int = typer.Option(None, "--vision-depth", help="Vision layers."),
-    text_width: int = typer.Option(None, "--text-width", help="Language-model hidden size (x32)."),
-    text_depth: int = typer.Option(None, "--text-depth", help="Language-model layers."),
-    domains: str = typer.Option(
-        None, "--domains", help="Training shares, e.g. numberline=0.5,blackjack=0.5 (default: all five)."
-    ),
-    threads: int = typer.Option(None, "--threads", min=1, help="torch threads (default: torch's)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, no progress lines."),
-    evaluate: bool = typer.Option(
-        False, "--eval", help="Only print the held-out per-field accuracy of --model; no training."
-    ),
-    model: str = typer.Option(
-        None, "--model", help="With --eval: the model folder (default: the shipped tiny model)."
-    ),
-) -> None:
-    """Pre-train the embedded `tiny` VLM on synthetic captions of domain scenes (no actions), or
-    evaluate a model's captions (--eval).
-
-    Training writes a checkpoint into --out every --checkpoint-every steps; the same command run again resumes from it (same result as an uninterrupted run). At the end the folder holds the model and pretrain_info.json with the per-field held-out report.
-    """
-    import sys
-    import time
-
-    from vlmq.models import pretrain as pt
-
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    progress = False if quiet else sys.stderr.isatty()
-    if evaluate:
-        folder = model or "tiny"
-        t0 = time.time()
-        try:
-            acc, counts = pt.heldout_report(folder, scenes, progress=progress)
-        except (OSError, ValueError) as e:
-            _fail(f"cannot evaluate {folder}: {e}")
-        typer.echo(f"model {folder}: {scenes} held-out scenes per domain")
-        typer.echo(pt.format_report(acc, counts))
-        typer.echo(f"render + describe + score: {time.time() - t0:.1f} s ({sum(counts.values())} scenes)")
-        return
-    if model:
-        _fail("--model is only used with --eval (training writes --out)")
-    try:
-        size = pt.make_size(
-            size_json, image_size=image_size, patch=patch, sf=sf, vision_width=vision_width,
-            vision_depth=vision_depth, text_width=text_width, text_depth=text_depth,
-        )  # fmt: skip
-    except (OSError, ValueError) as e:
-        _fail(f"bad model size: {e}")
-    shares: dict[str, float] | None = None
-    if domains:
-        try:
-            shares = {k.strip(): float(v) for k, v in (item.split("=") for item in domains.split(","))}
-        except ValueError:
-            _fail(f"bad --domains {domains!r}: expected name=share,name=share")
-    from tqdm.auto import tqdm
-
-    def log(msg: str) -> None:
-        tqdm.write(msg, file=sys.stderr)
-
-    dest = out or pt.ASSET_DIR
-    try:
-        info = pt.pretrain_tiny(
-            dest, steps=steps, seed=seed, batch_size=batch_size, lr=lr, warmup=warmup, num_scenes=pool,
-            num_heldout=scenes, size=size, domains=shares, checkpoint_every=checkpoint_every, eval_every=eval_every,
-            keep_checkpoint=out is not None, progress=progress, log=None if quiet else log,
-        )  # fmt: skip
-    except ValueError as e:
-        _fail(str(e))
-    typer.echo(
-        f"wrote {dest} ({info['parameters'] / 1e6:.2f} M parameters, {info['size_mb']} MB, "
-        f"{info['image_tokens']} image tokens; {info['s_per_step']} s/step, {info['wall_s']:.0f} s)"
-    )
-    typer.echo(f"loss {info['first_loss']} -> {info['final_loss']}")
-    typer.echo(pt.format_report(info["caption_accuracy"], info["heldout_scenes"]))
 
 
 def main() -> None:
