@@ -78,8 +78,8 @@ class AFSFTConfig:
     carry it (docs/design.md, the critic ablation)."""
     forced_prob: float | None = 0.95
     """Binary filter: a logged token the policy already emits with at least this probability always
-    passes (see :func:`filter_weights`); ``None`` (flag value ``off``) = off. Without it the filter dropped syntax tokens on
-    the sign of a near-zero advantage and runs lost their action syntax."""
+    passes (see :func:`filter_weights`); ``None`` (flag: ``off``) = off. Without it the filter dropped
+    syntax tokens on the sign of a near-zero advantage and runs lost their action syntax."""
     reward_scale: float = 1.0
     """Rewards are multiplied by this before the TD target."""
     conservative: float = 0.0

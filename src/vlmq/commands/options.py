@@ -2,10 +2,10 @@
 and range, and the first sentence of its docstring as help.
 
 A field's docstring is the string literal right below it (as Sphinx reads attribute docstrings).
-``str`` fields take text, ``bool`` fields become a flag that changes the default (``--name``, or ``--no-name`` for a field
-that defaults to True; ``--name on|off`` when the default is ``None``), ``Literal`` fields a choice, numbers are checked by
-:func:`vlmq.cli_errors.number`, and an optional number with a default other than ``None`` also
-takes ``off`` (``None``). Fields without a docstring, or of another type, get no flag.
+``str`` fields take text, ``bool`` fields become a flag that changes the default (``--name``, or ``--no-name``
+for a field that defaults to True; ``--name on|off`` when the default is ``None``), ``Literal`` fields a
+choice, numbers are checked by :func:`vlmq.cli_errors.number`, and an optional number with a default other
+than ``None`` also takes ``off`` (``None``). Fields without a docstring, or of another type, get no flag.
 """
 
 from __future__ import annotations
@@ -123,8 +123,9 @@ def field_option(f: dataclasses.Field[Any], hint: Any, doc: str, bounds: dict[st
     )
 
 
-def dataclass_options(cls: type, ranges: dict[str, dict[str, float]],
-                      callbacks: dict[str, Callable[[Any], Any]] | None = None) -> list[inspect.Parameter]:  # fmt: skip
+def dataclass_options(
+    cls: type, ranges: dict[str, dict[str, float]], callbacks: dict[str, Callable[[Any], Any]] | None = None
+) -> list[inspect.Parameter]:
     """One option per documented field of ``cls`` whose type has a flag form; a field that is itself
     a dataclass contributes its own fields (flat: ``loss.gamma`` is ``--gamma``)."""
     hints = typing.get_type_hints(cls)

@@ -38,7 +38,7 @@ def new_config(values: dict[str, Any]) -> TrainConfig:
         fail(f"{data}: dataset is empty (no episodes; `vlmq collect` writes some)")
     loss = {k: v for k, v in values.items() if k in LOSS_FIELDS and k != "filter"}
     run = {k: v for k, v in values.items() if k not in LOSS_FIELDS}
-    return TrainConfig(loss=AFSFTConfig.for_filter(values.get("filter", "binary"), **loss), **run)
+    return TrainConfig(loss=AFSFTConfig.for_filter(values.get("filter", AFSFTConfig().filter), **loss), **run)
 
 
 def resumed_config(run: Path, values: dict[str, Any]) -> TrainConfig:
@@ -103,9 +103,10 @@ def _signature() -> inspect.Signature:
     extra = [
         P("resume", P.KEYWORD_ONLY, annotation=Path | None, default=typer.Option(
             None, "--resume", metavar="RUN",
-            help="Continue the run in this folder from its last checkpoint (see above for the options it takes).",
+            help="Continue the run in this folder from its last checkpoint (the options it takes: above).",
         )),
-        P("quiet", P.KEYWORD_ONLY, annotation=bool, default=typer.Option(False, "--quiet", help="No progress bar.")),
+        P("quiet", P.KEYWORD_ONLY, annotation=bool,
+          default=typer.Option(False, "--quiet", help="No progress bar.")),
     ]  # fmt: skip
     return inspect.Signature([P("ctx", P.POSITIONAL_OR_KEYWORD, annotation=typer.Context), *options, *extra])
 

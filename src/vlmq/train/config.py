@@ -80,8 +80,8 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     """Recompute the backbone's activations in the backward pass (less memory, about 30 % slower)."""
     critic_init_bias: float | None = None
-    """Initial Q-value of every token (default: the offline data's mean return). The critic head
-    starts with small weights and this bias. ``None``: the mean episode return of the offline data times ``loss.reward_scale`` (0 without
+    """Initial Q-value of every token (default: the offline data's mean return), the critic head's bias.
+    ``None``: the mean episode return of the offline data times ``loss.reward_scale`` (0 without
     offline data). Only logged tokens' Q-values are trained, so a token the data never holds keeps
     this value, and ``V = sum pi Q`` weighs it while the policy is spread: at the data's mean, a
     logged token passes the binary filter when it beats the average logged behaviour. With 0 and
@@ -105,8 +105,8 @@ class TrainConfig:
     """Log training metrics every this many steps."""
     eval_every: int = 100
     """Evaluate every this many steps, and at the start and the end (0: only at the end). Each
-    evaluation and each online round also logs sample responses as text (``samples.txt``, TensorBoard), so a collapsing output
-    format shows in the logs next to the valid-action rate."""
+    evaluation and each online round also logs sample responses as text (``samples.txt``,
+    TensorBoard), so a collapsing output format shows in the logs next to the valid-action rate."""
     eval_episodes: int = 20
     """Episodes per evaluation (0: no evaluation)."""
     eval_sampled: bool = True
