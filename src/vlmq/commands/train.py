@@ -38,6 +38,8 @@ def new_config(values: dict[str, Any]) -> TrainConfig:
         fail(f"{data}: dataset is empty (no episodes; `vlmq collect` writes some)")
     loss = {k: v for k, v in values.items() if k in LOSS_FIELDS and k != "filter"}
     run = {k: v for k, v in values.items() if k not in LOSS_FIELDS}
+    if data is None:
+        run["steps"] = 0  # online from scratch: no offline steps
     return TrainConfig(loss=AFSFTConfig.for_filter(values.get("filter", AFSFTConfig().filter), **loss), **run)
 
 

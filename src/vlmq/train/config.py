@@ -20,8 +20,8 @@ from vlmq.models.prompts import MAX_NEW_TOKENS
 class TrainConfig:
     """Everything that defines a run. ``vlmq train`` builds one from its options.
 
-    Rules between fields live in :meth:`__post_init__`: the default run folder, ``lora_alpha = 2 *
-    lora_r`` unless given, no offline steps without offline data."""
+    Rules between fields live in :meth:`__post_init__`: the default run folder and ``lora_alpha = 2 *
+    lora_r`` unless given."""
 
     env: str
     """Environment id, e.g. ``gym_cards/NumberLine`` (prompts and evaluation)."""
@@ -54,7 +54,7 @@ class TrainConfig:
     grad_accum * processes``; ``processes`` is set by ``accelerate launch --num_processes`` (1 without
     it). The same global batch on another number of processes gives the same steps (up to rounding)."""
     steps: int = 200
-    """Optimizer steps of offline training (0 without ``data``)."""
+    """Optimizer steps of offline training (``vlmq train`` without ``--data``: 0)."""
     warmup_steps: int = 10
     """Linear learning-rate warm-up steps."""
     lr_schedule: Literal["constant", "cosine"] = "cosine"
@@ -164,8 +164,6 @@ class TrainConfig:
             self.out = str(Path("runs") / f"{self.env.replace('/', '-')}-{self.loss.filter}-seed{self.seed}")
         if self.lora_alpha is None:
             self.lora_alpha = 2 * self.lora_r
-        if self.data is None:
-            self.steps = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
