@@ -179,11 +179,11 @@ def test_bad_loss_options_are_clear_errors(tmp_path: Path, random_data: Path) ->
     args = ["train", "--env", "gym_cards/NumberLine", "--model", "tiny", "--data", str(random_data)]
     args += ["--out", str(tmp_path / "r")]
     r = CliRunner().invoke(app, [*args, "--conservative", "-1"])
-    assert r.exit_code == 1 and "--conservative must be >= 0" in r.output
+    assert r.exit_code == 2 and "'--conservative': must be >= 0, not -1.0" in r.output
     assert not (tmp_path / "r").exists()
-    for bad in ("2", "x"):
+    for bad, why in (("2", "must be > 0 and <= 1, not 2.0"), ("x", "must be a number or 'off', not 'x'")):
         r = CliRunner().invoke(app, [*args, "--forced-prob", bad])
-        assert r.exit_code == 1 and "--forced-prob must be" in r.output
+        assert r.exit_code == 2 and f"'--forced-prob': {why}" in r.output
     assert not (tmp_path / "r").exists()
 
 

@@ -66,7 +66,8 @@ class AFSFTConfig:
     gamma_token: float = 1.0
     """Discount between tokens of one turn."""
     critic_coef: float = 10.0
-    """``L = L_actor + critic_coef * L_critic``. 10 (as AMAGO): with 1 the critic's gradient into the
+    """Weight of the critic loss, ``L = L_actor + critic_coef * L_critic`` (:meth:`for_filter`: 0 for
+    filter ``none``, plain SFT, unless given). 10 (as AMAGO): with 1 the critic's gradient into the
     shared LoRA is too small to build state-dependent values (docs/design.md, the critic ablation)."""
     huber_delta: float | None = None
     """Use a Huber critic loss with this delta instead of the squared error."""
@@ -77,13 +78,14 @@ class AFSFTConfig:
     carry it (docs/design.md, the critic ablation)."""
     forced_prob: float | None = 0.95
     """Binary filter: a logged token the policy already emits with at least this probability always
-    passes (see :func:`filter_weights`); ``None`` = off. Without it the filter dropped syntax tokens on
-    the sign of a near-zero advantage and runs lost their action syntax."""
+    passes (see :func:`filter_weights`); ``None`` (flag: ``off``) = off. Without it the filter dropped
+    syntax tokens on the sign of a near-zero advantage and runs lost their action syntax."""
     reward_scale: float = 1.0
     """Rewards are multiplied by this before the TD target."""
     conservative: float = 0.0
     """Weight of the conservative critic term (CQL, see module docstring); 0 = off."""
     extra: dict[str, float] = field(default_factory=dict)
+    """Unused; kept so that older ``config.json`` files load (no flag)."""
 
     @classmethod
     def for_filter(cls, filter: FilterKind, **overrides: Any) -> AFSFTConfig:

@@ -43,6 +43,7 @@ from PIL import Image
 from torch import nn
 
 from vlmq.models.arch import ArchSpec, get_arch, get_submodule, load_processor
+from vlmq.models.prompts import MAX_NEW_TOKENS
 
 POLICY_CONFIG = "policy_config.json"
 HEADS_FILE = "critic_head.safetensors"
@@ -74,7 +75,7 @@ class PolicyConfig:
     critic_init_bias: float = 0.0
     dtype: str = "float32"  # backbone dtype: float32 | bfloat16 | float16
     head_dtype: str = "float32"  # critic heads (Q-values) and returned actor logits
-    max_new_tokens: int = 64
+    max_new_tokens: int = MAX_NEW_TOKENS
     feature_cache_size: int = 1024  # cached images (LRU); 0 disables the cache
     attn_implementation: str | None = None  # e.g. "sdpa", "eager"; None = transformers' default
     gradient_checkpointing: bool = False

@@ -18,6 +18,8 @@ from typing import Any
 from vlmq.envs.base import TaskInfo
 
 MAX_PLAIN_ACTION_CHARS = 80
+MAX_NEW_TOKENS = 24
+"""Default response length limit (tokens) of a policy: training, collection and evaluation."""
 _MAX_PARSE_CHARS = 20_000
 
 

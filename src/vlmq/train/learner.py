@@ -189,10 +189,11 @@ class Learner:
     def __init__(self, cfg: TrainConfig, resume: bool = False, show_progress: bool = True) -> None:
         self.run_dir = Path(cfg.out)
         ckpt = latest_checkpoint(self.run_dir) if resume else None
-        if resume:
+        if resume:  # cfg: the saved config, with only fields that a resumed run may change changed
             if not (self.run_dir / "config.json").is_file():
                 raise FileNotFoundError(f"{self.run_dir}: no config.json, not a vlmq run folder")
-            cfg = TrainConfig.load(self.run_dir / "config.json")
+            if bad := TrainConfig.load(self.run_dir / "config.json").resume_conflicts(cfg):
+                raise ValueError(f"{self.run_dir}: cannot resume with other {', '.join(bad)} than the run's")
         elif (self.run_dir / "config.json").exists() and latest_checkpoint(self.run_dir) is not None:
             raise FileExistsError(f"{self.run_dir} already holds a run; use --resume or another --out")
         self.cfg = cfg

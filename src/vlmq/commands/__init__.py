@@ -1,0 +1,1 @@
+"""Command bodies of the ``vlmq`` CLI that are more than a thin wrapper."""
