@@ -599,6 +599,14 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 
 
 # --------------------------------------------------------------------------- models
+@app.command("models")
+def models_cmd() -> None:
+    """List the model types tested with vlmq and which features apply (feature cache, prefix-LM, bf16)."""
+    from vlmq.models.arch import models_table
+
+    typer.echo(models_table())
+
+
 @app.command("pretrain-tiny")
 def pretrain_tiny_cmd(
     out: Path = typer.Option(
