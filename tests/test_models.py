@@ -467,3 +467,16 @@ def test_joined_image_features_split_per_sample_by_real_tiles() -> None:
     assert ImageFeatures._sizes(torch.ones(2, 3, 4, 4), 6, 2) == [3, 3]
     with pytest.raises(FeatureCacheUnsupported):
         ImageFeatures._sizes(torch.ones(2, 3, 4, 4), 7, 2)
+
+
+def test_vlmq_models_lists_every_tested_type() -> None:
+    from typer.testing import CliRunner
+
+    from vlmq.cli import app
+
+    assert {tiny_model_type(a) for a in ARCHS} == set(TESTED)  # every listed type has a tiny model
+    result = CliRunner().invoke(app, ["models"])
+    assert result.exit_code == 0
+    rows = {line.split()[0]: line.split()[1:4] for line in result.output.splitlines()[1:] if line.strip()}
+    for mt, t in TESTED.items():
+        assert rows[mt] == ["yes" if t.feature_cache else "-", "yes" if t.prefix_lm else "-", "yes"]
