@@ -8,15 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from vlmq.models.arch import ArchSpec, get_arch, get_submodule
+from vlmq.models.arch import TESTED, UnsupportedModelError, arch_for, get_submodule
 from vlmq.models.policy import Policy, PolicyConfig, image_hash
-from vlmq.models.tiny import TINY_ARCHS, save_tiny, tiny_model_type
+from vlmq.models.tiny import TINY_ARCHS, build_tiny, save_tiny, tiny_model_type
 
 ARCHS = list(TINY_ARCHS)
-
-
-def _spec(arch: str) -> ArchSpec:
-    return get_arch(tiny_model_type(arch))
+CACHED_ARCHS = [a for a in ARCHS if TESTED[tiny_model_type(a)].feature_cache]
 
 PROMPTS = ["go left", "What is the number on the card? Answer with a JSON object please.", "hi"]
 RESPONSES = ['{"action": "hit"}', "x", '{"thoughts": "the ball is left", "action": "click(ref=3)"}']
@@ -100,7 +97,12 @@ def test_encode_layouts(tiny_dirs: dict[str, Path], arch: str) -> None:
 @pytest.mark.parametrize("arch", ARCHS)
 def test_lora_trains_only_adapters_and_critic(tiny_dirs: dict[str, Path], arch: str) -> None:
     pol = _load(tiny_dirs, arch)
-    spec = _spec(arch)
+    spec = pol.arch
+    lora_modules = {n.split(".lora_")[0] for n, p in pol.named_parameters() if "lora_" in n}
+    inner = "model.base_model.model."
+    assert lora_modules and all(
+        m.startswith(inner + spec.lm_path + ".") or m == inner + "lm_head" for m in lora_modules
+    ), lora_modules
     trainable = {n for n, p in pol.named_parameters() if p.requires_grad}
     assert trainable and all(("lora_" in n) or n.startswith("critic_head.") for n in trainable)
     for path in spec.vision_paths:
@@ -160,7 +162,7 @@ def test_one_pass_over_prompt_and_answer_scores_what_generation_chose(
     batch = pol.encode(images, PROMPTS)  # left padded, as generate saw it
     n = max(len(g.token_ids) for g in gens)
     new = torch.tensor([g.token_ids + [pol.pad_token_id] * (n - len(g.token_ids)) for g in gens])
-    suffix = 1 if _spec(arch).prefix_lm else 0
+    suffix = 1 if pol.arch.prefix_lm else 0
     for k in ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids"):
         if k in batch:
             tail = new if k == "input_ids" else torch.full_like(new, 1 if k == "attention_mask" else suffix)
@@ -190,7 +192,7 @@ def test_encode_of_sampled_ids_scores_what_generation_chose(tiny_dirs: dict[str,
         assert batch["input_ids"][b][rm[b]].tolist() == g.token_ids
         n = int(rm[b].float().argmax())  # the first response position
         assert batch["input_ids"][b, :n].tolist() == old["input_ids"][b, :n].tolist()
-        if "token_type_ids" in batch and _spec(arch).prefix_lm:
+        if "token_type_ids" in batch and pol.arch.prefix_lm:
             assert bool(batch["token_type_ids"][b][rm[b]].all())
     with torch.no_grad():
         logits = pol.actor_logits(pol.hidden(batch))
@@ -271,7 +273,7 @@ def test_merge_gives_a_loadable_model_with_same_logits(
     pol.merge(tmp_path / "merged")
     merged = AutoModelForImageTextToText.from_pretrained(tmp_path / "merged").eval()
     inputs = {k: v for k, v in batch.items() if k not in ("response_mask", "image_hash")}
-    spec = _spec(arch)
+    spec = pol.arch
     if spec.position_ids_from_mask:
         first = spec.first_position
         inputs["position_ids"] = (inputs["attention_mask"].cumsum(-1) - 1 + first).clamp(min=first)
@@ -288,15 +290,16 @@ def test_merge_gives_a_loadable_model_with_same_logits(
         assert torch.equal(pol.actor_logits(pol.hidden(batch, use_feature_cache=False)), logits)
 
 
-CACHED_ARCHS = [a for a in ARCHS if _spec(a).image_features is not None]
-
-
-def test_paligemma_has_no_feature_cache(tiny_dirs: dict[str, Path]) -> None:
-    assert [a for a in ARCHS if not a.startswith("paligemma")] == CACHED_ARCHS
-    pol = _load(tiny_dirs, "paligemma", feature_cache_size=3)
-    assert not pol.feature_cache_enabled()
+@pytest.mark.parametrize("arch", ARCHS)
+def test_tested_table_matches_the_models(tiny_dirs: dict[str, Path], arch: str) -> None:
+    """`vlmq models` (arch.TESTED) says what the derived spec does: feature cache, prefix-LM."""
+    pol = _load(tiny_dirs, arch, feature_cache_size=3)
     pol.generate(_images(2), PROMPTS[:2], greedy=True, max_new_tokens=2)
-    assert (pol.cache_misses, pol.cache_hits) == (0, 0)
+    entry = TESTED[tiny_model_type(arch)]
+    assert pol.feature_cache_enabled() == entry.feature_cache
+    assert (pol.cache_misses, pol.cache_hits) == ((2, 0) if entry.feature_cache else (0, 0))
+    assert pol.arch.prefix_lm == entry.prefix_lm
+    assert pol.arch.name == tiny_model_type(arch)
 
 
 @pytest.mark.parametrize("arch", CACHED_ARCHS)
@@ -362,10 +365,59 @@ def test_update_target_polyak(tiny_dirs: dict[str, Path]) -> None:
     assert torch.equal(pol.target_head.weight, pol.critic_head.weight)
 
 
-def test_unsupported_arch_is_a_clear_error() -> None:
-    with pytest.raises(ValueError, match="not supported"):
-        get_arch("gemma3")
+def test_encoder_decoder_is_a_one_line_error() -> None:
+    model, proc = build_tiny("llava")
+    model.config.is_encoder_decoder = True
+    with pytest.raises(UnsupportedModelError, match="'llava' is not supported by vlmq: an encoder-decoder") as e:
+        arch_for(model, proc)
+    assert "\n" not in str(e.value)
     assert PolicyConfig.from_dict({"lora_r": 3, "unknown": 1}).lora_r == 3
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_two_training_steps_save_load_and_resume(tiny_dirs: dict[str, Path], arch: str, tmp_path: Path) -> None:
+    """Two optimizer steps on the adapters and the critic, a save/load round trip that scores the same,
+    and a third step on the reloaded policy (only its adapters and critic move)."""
+    pol = _load(tiny_dirs, arch, critic_init_std=0.02)
+    batch = pol.encode(_images(2), PROMPTS[:2], RESPONSES[:2])
+
+    def step(p: Policy, opt: torch.optim.Optimizer) -> float:
+        p.train()
+        m = batch["response_mask"][:, 1:]
+        logits, q, _ = p(batch)
+        act = batch["input_ids"][:, 1:][m]
+        logp = torch.log_softmax(logits[:, :-1][m], -1).gather(-1, act[:, None])
+        loss = -logp.mean() + ((q[:, :-1][m].gather(-1, act[:, None]) - 1.0) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return float(loss)
+
+    opt = torch.optim.AdamW(pol.trainable_parameters(), lr=1e-2)
+    losses = [step(pol, opt), step(pol, opt)]
+    assert losses[1] < losses[0]
+    pol.eval()
+    with torch.no_grad():
+        ref = pol(batch)
+    pol.save(tmp_path / "pol")
+    pol2 = Policy.from_pretrained(tmp_path / "pol").eval()
+    with torch.no_grad():
+        for a, b in zip(pol2(batch), ref, strict=True):
+            assert torch.equal(a, b)
+    frozen = {n: p.detach().clone() for n, p in pol2.named_parameters() if not p.requires_grad}
+    step(pol2, torch.optim.AdamW(pol2.trainable_parameters(), lr=1e-2))
+    assert all(torch.equal(p, frozen[n]) for n, p in pol2.named_parameters() if n in frozen)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_bfloat16_backbone(tiny_dirs: dict[str, Path], arch: str) -> None:
+    """The backbone loads in bfloat16 (as on CUDA), answers, and its heads give float32 values."""
+    pol = _load(tiny_dirs, arch, dtype="bfloat16")
+    assert TESTED[tiny_model_type(arch)].bf16
+    gens = pol.generate(_images(2), PROMPTS[:2], greedy=True, max_new_tokens=3)
+    assert all(g.token_ids for g in gens)
+    logits, q, _ = pol(pol.encode(_images(2), PROMPTS[:2], RESPONSES[:2]))
+    assert logits.dtype == q.dtype == torch.float32 and bool(torch.isfinite(logits).all())
 
 
 def test_lm_head_adapter_and_merge_of_a_tied_model(tmp_path: Path) -> None:
@@ -402,3 +454,29 @@ def test_lm_head_adapter_can_be_turned_off(tiny_dirs: dict[str, Path]) -> None:
     pol = _load(tiny_dirs, "idefics3", lora_lm_head=False)
     assert not any("lm_head" in n for n, p in pol.named_parameters() if p.requires_grad)
     assert any("lm_head.lora_" in n for n, _ in _load(tiny_dirs, "idefics3").named_parameters())
+
+
+def test_joined_image_features_split_per_sample_by_real_tiles() -> None:
+    """Idefics/SmolVLM features come joined over the real tiles of all samples (all-zero padding tiles
+    dropped): the cache splits them per sample by each sample's real tiles, not evenly."""
+    from vlmq.models.arch import FeatureCacheUnsupported, ImageFeatures
+
+    pixels = torch.ones(2, 5, 3, 4, 4)
+    pixels[1, 3:] = 0  # sample 1 has 3 real tiles, 2 padding tiles
+    assert ImageFeatures._sizes(pixels, 8, 2) == [5, 3]
+    assert ImageFeatures._sizes(torch.ones(2, 3, 4, 4), 6, 2) == [3, 3]
+    with pytest.raises(FeatureCacheUnsupported):
+        ImageFeatures._sizes(torch.ones(2, 3, 4, 4), 7, 2)
+
+
+def test_vlmq_models_lists_every_tested_type() -> None:
+    from typer.testing import CliRunner
+
+    from vlmq.cli import app
+
+    assert {tiny_model_type(a) for a in ARCHS} == set(TESTED)  # every listed type has a tiny model
+    result = CliRunner().invoke(app, ["models"])
+    assert result.exit_code == 0
+    rows = {line.split()[0]: line.split()[1:4] for line in result.output.splitlines()[1:] if line.strip()}
+    for mt, t in TESTED.items():
+        assert rows[mt] == ["yes" if t.feature_cache else "-", "yes" if t.prefix_lm else "-", "yes"]

@@ -250,6 +250,15 @@ def _fail(message: str, code: int = 1) -> NoReturn:
     fail(message, code)
 
 
+# --------------------------------------------------------------------------- models
+@app.command("models")
+def models_cmd() -> None:
+    """List the model types tested with vlmq and which features apply (feature cache, prefix-LM, bf16)."""
+    from vlmq.models.arch import models_table
+
+    typer.echo(models_table())
+
+
 def main() -> None:
     app()
 

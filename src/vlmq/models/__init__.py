@@ -18,7 +18,7 @@ _EXPORTS = {
     "parse_agent": "vlmq.models.prompts",
     "build_tiny": "vlmq.models.tiny",
     "save_tiny": "vlmq.models.tiny",
-    "get_arch": "vlmq.models.arch",
+    "arch_for": "vlmq.models.arch",
     "pretrain_tiny": "vlmq.models.pretrain",
     "resolve_model": "vlmq.models.hub",
 }

@@ -42,7 +42,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from vlmq.models.arch import ArchSpec, get_arch, get_submodule, load_processor
+from vlmq.models.arch import ArchSpec, FeatureCacheUnsupported, arch_for, get_submodule, load_processor
 from vlmq.models.prompts import MAX_NEW_TOKENS
 
 POLICY_CONFIG = "policy_config.json"
@@ -172,7 +172,7 @@ class Policy(nn.Module):
 
         super().__init__()
         self.config = config
-        self.arch: ArchSpec = get_arch(base.config.model_type)
+        self.arch: ArchSpec = arch_for(base, processor)
         self.processor = processor
         self.tokenizer = processor.tokenizer
         base.requires_grad_(False)
@@ -232,6 +232,7 @@ class Policy(nn.Module):
         pad = tok.pad_token_id
         self.pad_token_id: int = int(pad if pad is not None else self.eot_token_id)
         self._feature_cache: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._feature_cache_off = self.arch.image_features is None
         self.cache_hits = 0
         self.cache_misses = 0
 
@@ -486,7 +487,7 @@ class Policy(nn.Module):
         return (
             self.config.feature_cache_size > 0
             and not self.config.train_vision
-            and self.arch.image_features is not None
+            and not self._feature_cache_off
         )
 
     def clear_feature_cache(self) -> None:
@@ -494,9 +495,12 @@ class Policy(nn.Module):
         self._feature_cache.clear()
 
     def _use_cached_features(self, batch: dict[str, torch.Tensor], inputs: dict[str, Any]) -> None:
+        """Swap the pixel inputs for (cached) image features; leaves ``inputs`` alone and turns the
+        cache off for good when the model's image features do not split per image."""
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-        assert self.arch.image_features is not None
+        reader = self.arch.image_features
+        assert reader is not None
         keys = batch["image_hash"].tolist()
         todo: dict[int, int] = {}
         for i, key in enumerate(keys):
@@ -504,8 +508,12 @@ class Policy(nn.Module):
                 todo[key] = i
         fresh: dict[int, torch.Tensor] = {}
         if todo:
-            with torch.no_grad():
-                feats = self.arch.image_features(self.backbone, inputs, list(todo.values()))
+            try:
+                with torch.no_grad():
+                    feats = reader.compute(self.backbone, inputs, list(todo.values()))
+            except FeatureCacheUnsupported:
+                self._feature_cache_off = True
+                return
             fresh = {key: f.detach() for key, f in zip(todo, feats, strict=True)}
         self.cache_misses += len(todo)
         self.cache_hits += len(keys) - len(todo)
@@ -522,7 +530,9 @@ class Policy(nn.Module):
             self._feature_cache.popitem(last=False)
         for k in self.arch.pixel_keys:
             inputs.pop(k, None)
-        inputs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=pooled)}
+        inputs["mm_encoder_outputs"] = {
+            "image": BaseModelOutputWithPooling(pooler_output=reader.combine(pooled))
+        }
 
     def hidden(self, batch: dict[str, torch.Tensor], use_feature_cache: bool | None = None) -> torch.Tensor:
         """Final (normed) hidden states ``[B, T, H]`` in one backbone pass.

@@ -18,9 +18,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from vlmq.models.arch import qwen2vl_image_only_processor_class
+from vlmq.models.arch import image_only_processor_class
 
-TINY_ARCHS = ("idefics3", "qwen2_vl", "qwen2_5_vl", "llava", "paligemma", "paligemma2")
+TINY_ARCHS = (
+    "idefics3", "qwen2_vl", "qwen2_5_vl", "llava", "paligemma", "paligemma2",
+    "smolvlm", "idefics2", "qwen3_vl", "llava_next", "llava_onevision", "mistral3", "gemma3",
+)  # fmt: skip
 
 
 def tiny_model_type(arch: str) -> str:
@@ -120,6 +123,7 @@ def make_tokenizer(
 
 
 def _idefics3(
+    smol: bool = False,
     image_size: int = 64,
     patch: int = 16,
     sf: int = 2,
@@ -128,9 +132,14 @@ def _idefics3(
     corpus: list[str] | None = None,
     vocab_size: int = 1024,
 ) -> tuple[Any, Any]:
-    """``(Idefics3Config, Idefics3Processor)``; ``corpus``/``vocab_size`` train the tokenizer."""
-    from transformers import Idefics3Config, Idefics3Processor
+    """``(Idefics3Config, Idefics3Processor)`` (``smol``: SmolVLM's classes, SmolVLM2's
+    ``model_type``); ``corpus``/``vocab_size`` train the tokenizer."""
+    from transformers import Idefics3Config, Idefics3Processor, SmolVLMConfig, SmolVLMProcessor
     from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
+    from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImageProcessorPil
+
+    config_cls, ip_cls = (SmolVLMConfig, SmolVLMImageProcessorPil) if smol else (Idefics3Config, Idefics3ImageProcessorPil)
+    proc_cls = image_only_processor_class(SmolVLMProcessor) if smol else Idefics3Processor
 
     rows_cols = [f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)]
     specials = ["<|endoftext|>", "<|im_start|>", "<pad>", "<image>", "<fake_token_around_image>"]
@@ -150,13 +159,13 @@ def _idefics3(
             "end_of_utterance_token": "<end_of_utterance>",
         },
     )
-    ip = Idefics3ImageProcessorPil(
+    ip = ip_cls(
         do_resize=True,
         size={"longest_edge": image_size},
         do_image_splitting=False,
         max_image_size={"longest_edge": image_size},
     )
-    proc = Idefics3Processor(
+    proc = proc_cls(
         image_processor=ip,
         tokenizer=tok,
         image_seq_len=(image_size // patch) ** 2 // sf**2,
@@ -172,7 +181,7 @@ def _idefics3(
         **_TEXT,
     )
     text_cfg.update(text or {})
-    cfg = Idefics3Config(
+    cfg = config_cls(
         vision_config=dict(image_size=image_size, patch_size=patch, **vision_cfg),
         text_config=text_cfg,
         scale_factor=sf,
@@ -225,7 +234,9 @@ def _qwen(arch: str) -> tuple[Any, Any]:
     ip = Qwen2VLImageProcessorPil(
         min_pixels=56 * 56, max_pixels=56 * 56, patch_size=14, merge_size=2, temporal_patch_size=2
     )
-    proc = qwen2vl_image_only_processor_class()(
+    from transformers import Qwen2VLProcessor
+
+    proc = image_only_processor_class(Qwen2VLProcessor)(
         image_processor=ip, tokenizer=tok, chat_template=QWEN_TEMPLATE
     )
     c = tok.convert_tokens_to_ids
@@ -369,20 +380,271 @@ def _paligemma(gemma2: bool = False, image_size: int = 32, patch: int = 8) -> tu
     return cfg, proc
 
 
+def chat_template(image: str, start: str, end: str, user: str = "user", assistant: str = "assistant") -> str:
+    """A one-image-per-user-turn chat template: ``{start}{role}\\n...{end}\\n`` per message."""
+    return (
+        "{% for m in messages %}" + start + "{{ '" + assistant + "' if m['role'] == 'assistant' else '" + user
+        + "' }}\n{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for c in m['content'] %}"
+        "{% if c['type'] == 'image' %}" + image + "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}"
+        "{% endfor %}{% endif %}" + end + "\n{% endfor %}{% if add_generation_prompt %}" + start + assistant
+        + "\n{% endif %}"
+    )
+
+
+def _text(tok: Any, model_type: str, **kw: Any) -> dict[str, Any]:
+    """A tiny text config of ``model_type`` over ``tok``'s vocabulary."""
+    return dict(
+        model_type=model_type,
+        vocab_size=len(tok),
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        **{**_TEXT, **kw},
+    )
+
+
+def _chatml_tokenizer(*image_tokens: str, **named: Any) -> Any:
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *image_tokens]
+    return make_tokenizer(specials, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token="<|endoftext|>", **named)
+
+
+def _idefics2(image_size: int = 32, patch: int = 8, latents: int = 4) -> tuple[Any, Any]:
+    from transformers import Idefics2Config, Idefics2Processor
+    from transformers.models.idefics2.image_processing_pil_idefics2 import Idefics2ImageProcessorPil
+
+    image = "<fake_token_around_image>"
+    tok = make_tokenizer(
+        ["<unk>", "<s>", "</s>", "<pad>", "<image>", image, "<end_of_utterance>"],
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        extra_special_tokens={
+            "image_token": "<image>",
+            "fake_image_token": image,
+            "image_boundary_token": image,
+            "end_of_utterance_token": "<end_of_utterance>",
+        },
+    )
+    ip = Idefics2ImageProcessorPil(
+        do_image_splitting=False, size={"longest_edge": image_size, "shortest_edge": image_size}
+    )
+    template = chat_template("<image>", "", "<end_of_utterance>", "User:", "Assistant:")
+    proc = Idefics2Processor(image_processor=ip, tokenizer=tok, image_seq_len=latents, chat_template=template)
+    cfg = Idefics2Config(
+        vision_config=dict(image_size=image_size, patch_size=patch, **_VISION),
+        perceiver_config=dict(
+            hidden_size=_TEXT["hidden_size"],
+            resampler_n_latents=latents,
+            resampler_depth=1,
+            resampler_n_heads=2,
+            resampler_head_dim=16,
+            num_key_value_heads=1,
+        ),
+        text_config=_text(tok, "mistral"),
+        image_token_id=proc.image_token_id,
+        tie_word_embeddings=False,
+    )
+    return cfg, proc
+
+
+def _qwen3_vl() -> tuple[Any, Any]:
+    from transformers import Qwen3VLConfig, Qwen3VLProcessor
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    tok = _chatml_tokenizer("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
+    ip = Qwen2VLImageProcessorPil(
+        min_pixels=64 * 64, max_pixels=64 * 64, patch_size=16, merge_size=2, temporal_patch_size=2
+    )
+    proc = image_only_processor_class(Qwen3VLProcessor)(
+        image_processor=ip, tokenizer=tok, chat_template=QWEN_TEMPLATE
+    )
+    c = tok.convert_tokens_to_ids
+    rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3], "mrope_interleaved": True}
+    cfg = Qwen3VLConfig(
+        text_config=dict(_text(tok, "qwen3_vl_text", head_dim=16), bos_token_id=None, rope_parameters=rope),
+        vision_config=dict(
+            depth=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            out_hidden_size=_TEXT["hidden_size"],
+            patch_size=16,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            num_position_embeddings=16,
+            deepstack_visual_indexes=[0],
+        ),
+        image_token_id=c("<|image_pad|>"),
+        video_token_id=c("<|video_pad|>"),
+        vision_start_token_id=c("<|vision_start|>"),
+        vision_end_token_id=c("<|vision_end|>"),
+        tie_word_embeddings=False,
+    )
+    return cfg, proc
+
+
+_PINPOINTS = [[32, 32], [32, 64], [64, 32], [64, 64]]
+
+
+def _llava_next(image_size: int = 32, patch: int = 8) -> tuple[Any, Any]:
+    """LLaVA-NeXT (anyres: a base view + up to 4 crops of a 64 px grid) on a CLIP tower + Llama."""
+    from transformers import LlavaNextConfig, LlavaNextProcessor
+    from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+
+    tok = make_tokenizer(
+        ["<unk>", "<s>", "</s>", "<pad>", "<image>"], bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
+    ip = LlavaNextImageProcessorPil(
+        size={"shortest_edge": image_size},
+        crop_size={"height": image_size, "width": image_size},
+        image_grid_pinpoints=_PINPOINTS,
+    )
+    proc = LlavaNextProcessor(
+        image_processor=ip,
+        tokenizer=tok,
+        patch_size=patch,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=LLAVA_TEMPLATE,
+    )
+    cfg = LlavaNextConfig(
+        vision_config=dict(
+            model_type="clip_vision_model", **_VISION, image_size=image_size, patch_size=patch, projection_dim=32
+        ),
+        text_config=_text(tok, "llama"),
+        image_token_index=proc.image_token_id,
+        image_grid_pinpoints=_PINPOINTS,
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+    )
+    return cfg, proc
+
+
+def _llava_onevision(image_size: int = 32, patch: int = 8) -> tuple[Any, Any]:
+    """LLaVA-OneVision (anyres) on a SigLIP tower + Qwen2."""
+    from transformers import LlavaOnevisionConfig, LlavaOnevisionProcessor
+    from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
+        LlavaOnevisionImageProcessorPil,
+    )
+
+    tok = _chatml_tokenizer("<image>", "<video>")
+    ip = LlavaOnevisionImageProcessorPil(
+        size={"height": image_size, "width": image_size}, image_grid_pinpoints=_PINPOINTS
+    )
+    proc = image_only_processor_class(LlavaOnevisionProcessor)(
+        image_processor=ip,
+        tokenizer=tok,
+        num_image_tokens=(image_size // patch) ** 2,
+        vision_feature_select_strategy="full",
+        chat_template=chat_template("<image>\n", "<|im_start|>", "<|im_end|>"),
+    )
+    cfg = LlavaOnevisionConfig(
+        vision_config=dict(
+            model_type="siglip_vision_model", **_VISION, image_size=image_size, patch_size=patch, vision_use_head=False
+        ),
+        text_config=_text(tok, "qwen2"),
+        image_token_index=proc.image_token_id,
+        video_token_index=tok.convert_tokens_to_ids("<video>"),
+        image_grid_pinpoints=_PINPOINTS,
+        vision_feature_select_strategy="full",
+    )
+    return cfg, proc
+
+
+def _mistral3(image_size: int = 32, patch: int = 8) -> tuple[Any, Any]:
+    """Mistral 3 (Pixtral tower, 2x2 patch merge) + Mistral."""
+    from transformers import Mistral3Config
+    from transformers.models.pixtral.image_processing_pil_pixtral import PixtralImageProcessorPil
+
+    from vlmq.models.arch import _import_processor
+
+    PixtralProcessor = _import_processor("PixtralProcessor")
+    assert PixtralProcessor is not None
+
+    specials = ["<unk>", "<s>", "</s>", "<pad>", "[INST]", "[/INST]", "[IMG]", "[IMG_BREAK]", "[IMG_END]"]
+    tok = make_tokenizer(specials, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+    ip = PixtralImageProcessorPil(
+        size={"longest_edge": image_size}, patch_size={"height": patch, "width": patch}
+    )
+    template = (
+        "<s>{% for m in messages %}{% if m['role'] == 'user' %}[INST]{% for c in m['content'] %}"
+        "{% if c['type'] == 'image' %}[IMG]{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}"
+        "{% endfor %}[/INST]{% else %}{% if m['content'] is string %}{{ m['content'] }}{% else %}"
+        "{% for c in m['content'] %}{{ c['text'] }}{% endfor %}{% endif %}</s>{% endif %}{% endfor %}"
+    )
+    proc = PixtralProcessor(
+        image_processor=ip, tokenizer=tok, patch_size=patch, spatial_merge_size=2, chat_template=template
+    )
+    cfg = Mistral3Config(
+        vision_config=dict(
+            model_type="pixtral", **_VISION, image_size=image_size, patch_size=patch, head_dim=16
+        ),
+        text_config=_text(tok, "mistral", head_dim=16),
+        image_token_index=tok.convert_tokens_to_ids("[IMG]"),
+        spatial_merge_size=2,
+        tie_word_embeddings=False,
+    )
+    return cfg, proc
+
+
+def _gemma3(image_size: int = 32, patch: int = 8) -> tuple[Any, Any]:
+    """Gemma 3: SigLIP tower, 2x2-pooled image tokens, Gemma 3 text (sliding + global layers)."""
+    from transformers import Gemma3Config, Gemma3Processor
+    from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
+
+    image = ["<start_of_image>", "<end_of_image>", "<image_soft_token>"]
+    tok = make_tokenizer(
+        ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>", *image],
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        extra_special_tokens={"boi_token": image[0], "eoi_token": image[1], "image_token": image[2]},
+    )
+    ip = Gemma3ImageProcessorPil(size={"height": image_size, "width": image_size})
+    n_tokens = ((image_size // patch) // 2) ** 2
+    template = "{{ bos_token }}" + chat_template("<start_of_image>", "<start_of_turn>", "<end_of_turn>", "user", "model")
+    proc = Gemma3Processor(image_processor=ip, tokenizer=tok, image_seq_length=n_tokens, chat_template=template)
+    c = tok.convert_tokens_to_ids
+    cfg = Gemma3Config(
+        text_config=_text(tok, "gemma3_text", head_dim=16, sliding_window=8, query_pre_attn_scalar=16),
+        vision_config=dict(
+            model_type="siglip_vision_model", **_VISION, image_size=image_size, patch_size=patch, vision_use_head=False
+        ),
+        mm_tokens_per_image=n_tokens,
+        boi_token_index=c(image[0]),
+        eoi_token_index=c(image[1]),
+        image_token_index=c(image[2]),
+        tie_word_embeddings=False,
+    )
+    return cfg, proc
+
+
+_BUILDERS: dict[str, Any] = {
+    "idefics3": _idefics3,
+    "smolvlm": lambda: _idefics3(smol=True),
+    "idefics2": _idefics2,
+    "qwen2_vl": lambda: _qwen("qwen2_vl"),
+    "qwen2_5_vl": lambda: _qwen("qwen2_5_vl"),
+    "qwen3_vl": _qwen3_vl,
+    "llava": _llava,
+    "llava_next": _llava_next,
+    "llava_onevision": _llava_onevision,
+    "mistral3": _mistral3,
+    "gemma3": _gemma3,
+    "paligemma": _paligemma,
+    "paligemma2": lambda: _paligemma(gemma2=True),
+}
+
+
 def build_tiny(arch: str, seed: int = 0) -> tuple[nn.Module, Any]:
     """A tiny random ``(model, processor)`` of ``arch`` (one of :data:`TINY_ARCHS`), seeded."""
     from transformers import AutoModelForImageTextToText
 
-    if arch == "idefics3":
-        cfg, proc = _idefics3()
-    elif arch in ("qwen2_vl", "qwen2_5_vl"):
-        cfg, proc = _qwen(arch)
-    elif arch == "llava":
-        cfg, proc = _llava()
-    elif arch in ("paligemma", "paligemma2"):
-        cfg, proc = _paligemma(gemma2=arch == "paligemma2")
-    else:
+    if arch not in _BUILDERS:
         raise ValueError(f"unknown tiny arch {arch!r}; choose from {TINY_ARCHS}")
+    cfg, proc = _BUILDERS[arch]()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = AutoModelForImageTextToText.from_config(cfg)
