@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from vlmq.cli import app
-from vlmq.envs import gym_id, list_envs, listing, make, spec
+from vlmq.envs import gym_id, list_envs, listing, make, register, spec
 from vlmq.envs.registry import UnknownEnvError
 
 runner = CliRunner()
@@ -116,3 +116,9 @@ def test_fuzz_action_text_never_raises(env_id: str) -> None:
 @pytest.mark.parametrize("task", ["click-checkboxes", "enter-text", "click-shape"])
 def test_fuzz_miniwob_action_text_never_raises(task: str) -> None:
     _fuzz(f"miniwob/{task}", fuzz_texts(40))
+
+
+def test_an_env_registered_later_gets_its_gymnasium_id() -> None:
+    register("fake/LateGym", lambda **kw: make("gym_cards/NumberLine", **kw), "test env")
+    env = gym.make("vlmq/fake.LateGym")
+    assert env.unwrapped.env_id == "gym_cards/NumberLine"  # type: ignore[attr-defined]

@@ -98,6 +98,21 @@ def register(
     _REGISTRY[env_id] = EnvSpec(env_id, factory, description, workers, featured, expert, note)
     for alias in aliases:
         _ALIASES[alias] = env_id
+    _register_gym_id(env_id)
+
+
+def _register_gym_id(env_id: str) -> str:
+    """Register ``env_id`` with gymnasium as ``vlmq/<domain>.<Task>`` (once) and return that id."""
+    gid = gym_id(env_id)
+    if gid not in gymnasium.registry:
+        gymnasium.register(
+            gid,
+            entry_point=f"{__name__}:_gym_entry",
+            kwargs={"vlmq_env_id": env_id},
+            order_enforce=False,
+            disable_env_checker=True,
+        )
+    return gid
 
 
 def _load_domain(domain: str) -> None:
@@ -190,18 +205,7 @@ def register_gymnasium() -> list[str]:
     """Register every installed task with gymnasium as ``vlmq/<domain>.<Task>``; return the ids.
 
     ``gymnasium.make`` then returns the :class:`TextEnv` itself (no env checker, order-enforcing or
-    time-limit wrapper: episodes end by the env's own ``max_turns``). Idempotent.
+    time-limit wrapper: episodes end by the env's own ``max_turns``). Idempotent; :func:`register`
+    also registers each new id as it comes.
     """
-    ids = []
-    for s in list_envs():
-        gid = s.gym_id
-        if gid not in gymnasium.registry:
-            gymnasium.register(
-                gid,
-                entry_point=f"{__name__}:_gym_entry",
-                kwargs={"vlmq_env_id": s.env_id},
-                order_enforce=False,
-                disable_env_checker=True,
-            )
-        ids.append(gid)
-    return ids
+    return [_register_gym_id(s.env_id) for s in list_envs()]
