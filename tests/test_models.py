@@ -480,3 +480,20 @@ def test_vlmq_models_lists_every_tested_type() -> None:
     rows = {line.split()[0]: line.split()[1:4] for line in result.output.splitlines()[1:] if line.strip()}
     for mt, t in TESTED.items():
         assert rows[mt] == ["yes" if t.feature_cache else "-", "yes" if t.prefix_lm else "-", "yes"]
+
+
+def test_cross_attention_model_is_a_one_line_error() -> None:
+    """A model type outside the tested list that cannot work (Mllama: the image enters the language model
+    through cross-attention) stops with one line naming it and why, not a traceback from transformers."""
+    from transformers import MllamaConfig, MllamaForConditionalGeneration
+
+    vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_global_layers=1, attention_heads=2,
+                  image_size=28, patch_size=14, max_num_tiles=1, intermediate_layers_indices=[0],
+                  vision_output_dim=32, supported_aspect_ratios=[[1, 1]])  # fmt: skip
+    text = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                num_key_value_heads=1, vocab_size=128, cross_attention_layers=[1], pad_token_id=0,
+                bos_token_id=1, eos_token_id=2)  # fmt: skip
+    model = MllamaForConditionalGeneration(MllamaConfig(vision_config=vision, text_config=text))
+    with pytest.raises(UnsupportedModelError, match="'mllama' is not supported by vlmq: its language model") as e:
+        arch_for(model, None)
+    assert "\n" not in str(e.value)
