@@ -74,6 +74,8 @@ BOT_COVERAGE: dict[str, tuple[float, str]] = {
     "PutNextS5N2Carrying": (0.0, "minigrid's bot never solves it: 0/20"),
     "PutNextS6N3Carrying": (0.0, "minigrid's bot never solves it: 0/20"),
     "PutNextS7N4Carrying": (0.0, "minigrid's bot never solves it: 0/20"),
+    "SynthS5R2": (0.95, "bot solves 95% (19/20)"),
+    "UnlockToUnlock": (0.7, "bot solves 70% (14/20)"),
 }
 
 
