@@ -7,7 +7,6 @@ CLI does is also available from Python.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NoReturn
 
 import typer
 
@@ -218,7 +217,7 @@ def plot(
     try:
         typer.echo(str(plot_runs(runs, out)))
     except ValueError as e:
-        _fail(str(e))
+        fail(str(e))
 
 
 @app.command("collect-online")
@@ -237,17 +236,12 @@ def collect_online_cmd(
     try:
         n = run_collector(run, collector_id, device=device, max_rounds=rounds)
     except (FileNotFoundError, ValueError) as e:
-        _fail(str(e))
+        fail(str(e))
     typer.echo(f"collector {collector_id}: {n} round(s) collected into {run / 'replay'}")
 
 
 app.command()(reproduce)
 app.command("pretrain-tiny")(pretrain_tiny_cmd)
-
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    """Stop with one clear error line on stderr and exit ``code`` (see :mod:`vlmq.cli_errors`)."""
-    fail(message, code)
 
 
 # --------------------------------------------------------------------------- models
