@@ -121,7 +121,7 @@ def card_image(rank: int, suit: str, w: int = 70, h: int = 98) -> Image.Image:
     d = ImageDraw.Draw(im)
     d.rounded_rectangle([0, 0, w - 1, h - 1], radius=max(3, w // 10), fill=WHITE, outline=BLACK, width=2)
     col = RED if suit in "HD" else BLACK
-    small = max(12, h // 5)
+    small = max(12, h // 3)
     label = rank_label(rank)
     text_center(d, (w * 0.2 + (4 if label == "10" else 0), h * 0.12), label, font(small), col)
     _suit(d, suit, w * 0.2, h * 0.12 + small * 1.05, int(small * 0.85), col)
