@@ -217,18 +217,11 @@ def critic_loss(
     return (err * m).sum() / m.sum().clamp(min=1.0)
 
 
-def conservative_penalty(
-    q: torch.Tensor, q_taken: torch.Tensor, mask: torch.Tensor, target: torch.Tensor
-) -> torch.Tensor:
-    """CQL's regulariser, floored: mean over logged tokens of ``logsumexp_b max(Q(s,b), f) - Q(s,a)``
-    with ``f`` the lowest TD target of the batch's logged tokens (detached). Its gradient lowers every
-    token's Q in proportion to ``softmax(Q)``, but not below ``f``, and raises the logged token's by the
-    rest. Without the floor the Q of tokens never logged at a state fell without bound, and while the
-    policy still put mass there ``V = sum pi Q`` fell below every logged token's Q, so bad logged
-    tokens passed the filter (the token-bandit test with a tabular actor: 0 of 10 seeds)."""
+def conservative_penalty(q: torch.Tensor, q_taken: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """CQL's regulariser: mean over logged tokens of ``logsumexp_b Q(s,b) - Q(s,a)``. Its gradient
+    lowers every token's Q in proportion to ``softmax(Q)`` and raises the logged token's by the rest."""
     m = mask.float()
-    floor = target[mask].min().detach() if mask.any() else q.new_zeros(())
-    gap = torch.logsumexp(torch.maximum(q.float(), floor), dim=-1) - q_taken
+    gap = torch.logsumexp(q.float(), dim=-1) - q_taken
     return (gap * m).sum() / m.sum().clamp(min=1.0)
 
 
@@ -255,7 +248,7 @@ def afsft_loss(
         cfg.gamma, cfg.gamma_token, cfg.reward_scale, cfg.turn_lambda,
     )  # fmt: skip
     l_critic = critic_loss(q_taken, target, mask, cfg.huber_delta)
-    gap = conservative_penalty(q, q_taken, mask, target) if cfg.conservative else None
+    gap = conservative_penalty(q, q_taken, mask) if cfg.conservative else None
     if gap is not None:
         l_critic = l_critic + cfg.conservative * gap
 
