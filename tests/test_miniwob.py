@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import signal
@@ -10,12 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 
 pytestmark = pytest.mark.browser  # skipped where the browser is missing (conftest.py)
 
 from vlmq.envs import list_envs, make  # noqa: E402
-from vlmq.envs.miniwob import EPISODE_MAX_TIME_MS, UNSUPPORTED, MiniWoBEnv, _proc_start, tasks  # noqa: E402
+from vlmq.envs.miniwob import EPISODE_MAX_TIME_MS, UNSUPPORTED, MiniWoBEnv, tasks  # noqa: E402
 
 TASKS = [  # the featured tasks, each with a scripted expert
     "click-test",
@@ -32,7 +34,13 @@ TASKS = [  # the featured tasks, each with a scripted expert
 
 
 def _alive(pids: list[int]) -> list[int]:
-    return [p for p in pids if _proc_start(p) is not None]
+    """The pids that still run (a zombie is gone)."""
+    out = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            if psutil.Process(pid).status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+                out.append(pid)
+    return out
 
 
 def _wait_gone(pids: list[int], timeout: float = 5.0) -> list[int]:

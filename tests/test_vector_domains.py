@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
+import psutil
 import pytest
 
 from vlmq.envs import VectorEnv, make
@@ -76,52 +79,58 @@ def test_play_num_envs_gives_the_same_episodes(tmp_path: Path) -> None:
 
 
 
-def _start(pid: int) -> int | None:
-    from vlmq.envs.miniwob import _proc_start
-
-    return _proc_start(pid)
+_GONE = (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
 
 
-def _cmdline(pid: int) -> str:
+def _running(proc: psutil.Process) -> bool:
+    """Still running (psutil compares pid and start time, so a reused pid is another process), no zombie."""
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
+        return proc.is_running() and proc.status() not in _GONE
+    except psutil.Error:
+        return False
 
 
-def _ppid(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return -1
-    return int(stat[stat.rfind(")") + 2 :].split()[1])
-
-
-def _tree(pid: int) -> set[tuple[int, int]]:
-    """``pid`` and its live descendants as (pid, start time): start times guard against pid reuse."""
-    from vlmq.envs.miniwob import process_tree
-
-    return {(p, t) for p in process_tree(pid) if (t := _start(p)) is not None}
-
-
-def _browser_procs() -> set[tuple[int, int]]:
-    """Every live chromium/chromedriver process as (pid, start time)."""
+def _live(pids: Iterable[int]) -> set[psutil.Process]:
     out = set()
-    for name in os.listdir("/proc"):
-        if name.isdigit() and any(k in _cmdline(int(name)) for k in ("chromium", "chromedriver")):
-            start = _start(int(name))
-            if start is not None:
-                out.add((int(name), start))
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            proc = psutil.Process(pid)
+            if proc.status() not in _GONE:
+                out.add(proc)
     return out
 
 
-def _wait_gone(procs: set[tuple[int, int]], timeout: float = 10.0) -> dict[int, str]:
+def _cmdline(proc: psutil.Process | int) -> str:
+    try:
+        return " ".join((proc if isinstance(proc, psutil.Process) else psutil.Process(proc)).cmdline())
+    except (psutil.Error, ValueError):
+        return ""
+
+
+def _ppid(proc: psutil.Process) -> int:
+    try:
+        return proc.ppid()
+    except psutil.Error:
+        return -1
+
+
+def _tree(pid: int) -> set[psutil.Process]:
+    """``pid`` and its live descendants."""
+    from vlmq.envs.miniwob import process_tree
+
+    return _live(process_tree(pid))
+
+
+def _browser_procs() -> set[psutil.Process]:
+    """Every live chromium/chromedriver process."""
+    return _live(p.pid for p in psutil.process_iter() if any(k in _cmdline(p) for k in ("chromium", "chromedriver")))
+
+
+def _wait_gone(procs: set[psutil.Process], timeout: float = 10.0) -> dict[int, str]:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(_start(p) == t for p, t in procs):
+    while time.monotonic() < deadline and any(_running(p) for p in procs):
         time.sleep(0.1)
-    return {p: _cmdline(p) for p, t in procs if _start(p) == t}
+    return {p.pid: _cmdline(p) for p in procs if _running(p)}
 
 
 def _expert_episode(venv: VectorEnv, seeds: list[int]) -> list[dict]:
@@ -145,7 +154,7 @@ def _expert_episode(venv: VectorEnv, seeds: list[int]) -> list[dict]:
 def test_miniwob_two_browsers_in_workers_and_cleanup() -> None:
     before = _browser_procs()
     venv = VectorEnv("miniwob/click-button", num_envs=2)  # browsers run in workers by default
-    ours: set[tuple[int, int]] = set()
+    ours: set[psutil.Process] = set()
     try:
         assert venv.asynchronous
         workers = [p.pid for p in venv._procs]
@@ -157,18 +166,19 @@ def test_miniwob_two_browsers_in_workers_and_cleanup() -> None:
         assert all(pids) and not set(pids[0]) & set(pids[1])
         for worker, browser in zip(workers, pids, strict=True):
             ours |= _tree(worker)
-            assert set(browser) <= {p for p, _ in _tree(worker)}
+            assert set(browser) <= {p.pid for p in _tree(worker)}
         assert len(ours) > 2 + 2 * 2  # workers, chromedrivers, chromium processes
     finally:
         venv.close()
     assert not _wait_gone(ours)
     # no browser process started during the test was orphaned (re-parented away from a Python or
     # browser process); other sessions may run browsers of their own meanwhile
-    first = min(t for _, t in ours)
+    first = min(p.create_time() for p in ours)
     orphans = {
-        p: _cmdline(p)
-        for p, t in _browser_procs() - before
-        if t >= first and not any(k in _cmdline(_ppid(p)) for k in ("chromium", "chromedriver", "python"))
+        p.pid: _cmdline(p)
+        for p in _browser_procs() - before
+        if p.create_time() >= first
+        and not any(k in _cmdline(_ppid(p)) for k in ("chromium", "chromedriver", "python"))
     }
     assert not orphans, orphans
 

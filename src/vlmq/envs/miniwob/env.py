@@ -1,4 +1,5 @@
-"""MiniWoB++ tasks (from ``miniwob``, headless Debian Chromium) behind the TextEnv protocol.
+"""The MiniWoB++ gymnasium env: one task (from ``miniwob``, headless Debian Chromium) behind the
+TextEnv protocol.
 
 Observation: the 160x210 task screenshot plus text: the utterance and a compact list of the visible
 DOM elements, one per line: ``[ref] tag "text" x,y,w,h`` (integers, CSS px in the screenshot's
@@ -22,21 +23,16 @@ raised to one hour, so a slow policy never times out.
 Browser hygiene: the browser starts at the first ``reset``; it is closed by ``close()``, by garbage
 collection and at interpreter exit (a ``weakref.finalize``), and leftover chromedriver/chromium
 processes are killed. If the browser dies mid-episode, ``step`` ends the episode as a failure
-(reward -1, ``info["browser_crashed"]``) and the next ``reset`` starts a fresh browser.
+(reward -1, ``info["browser_crashed"]``) and the next ``reset`` starts a fresh browser. The
+processes themselves are managed by :mod:`vlmq.envs.miniwob.browser`.
 """
 
 from __future__ import annotations
 
 import ast
-import contextlib
-import importlib
 import importlib.util
 import json
-import os
 import re
-import shutil
-import signal
-import tempfile
 import weakref
 from pathlib import Path
 from typing import Any
@@ -44,7 +40,8 @@ from typing import Any
 import numpy as np
 
 from vlmq.envs.base import Observation, TextEnv, Transition
-from vlmq.envs.registry import doc_description, register
+from vlmq.envs.miniwob.browser import Browser, configure_browser
+from vlmq.envs.registry import doc_description
 
 # the featured tasks (the short `vlmq envs` listing), each solved by the scripted DOM expert
 TASKS: dict[str, str] = {
@@ -83,24 +80,6 @@ UNSUPPORTED: dict[str, str] = {
 }  # fmt: skip
 
 TASK_WIDTH, TASK_HEIGHT = 160, 210
-EPISODE_MAX_TIME_MS = 3600 * 1000
-CHROMIUM_FLAGS: tuple[str, ...] = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-    "--no-first-run",
-    "--no-default-browser-check",
-    "--disable-default-apps",
-    "--disable-extensions",
-    "--metrics-recording-only",
-    "--disable-features=Translate,OptimizationHints,MediaRouter",
-)
-_CHROMIUM_CANDIDATES = ("/usr/lib/chromium/chromium", "/usr/bin/chromium", "/usr/bin/chromium-browser")
 _SHORT_TAGS = {
     "input_text": "input",
     "input_password": "password",
@@ -112,169 +91,6 @@ _SHORT_TAGS = {
 }
 _INTERACTIVE = ("button", "a", "select", "textarea", "input_")
 _KEY_ALIASES = {"ctrl+": "C-", "control+": "C-", "shift+": "S-", "alt+": "A-", "meta+": "M-", "cmd+": "M-"}
-
-# --------------------------------------------------------------------------------- browser set-up
-
-
-def _chromium_wrapper(chromium: str) -> str:
-    """Write (once) a shell wrapper adding the offline-hygiene flags; return its path."""
-    script = "#!/bin/sh\nexec " + chromium + " " + " ".join(CHROMIUM_FLAGS) + ' "$@"\n'
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vlmq"
-    try:
-        cache.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        cache = Path(tempfile.gettempdir()) / f"vlmq-{os.getuid()}"
-        cache.mkdir(parents=True, exist_ok=True)
-    path = cache / "chromium-wrapper.sh"
-    if not path.exists() or path.read_text() != script:
-        tmp = cache / f".chromium-wrapper.{os.getpid()}.tmp"
-        tmp.write_text(script)
-        tmp.chmod(0o755)
-        os.replace(tmp, path)
-    return str(path)
-
-
-def configure_browser() -> tuple[str, str]:
-    """Point miniwob at local binaries (env vars); return ``(chrome_binary, chromedriver)``.
-
-    Honours ``MINIWOB_CHROMEDRIVER`` / ``MINIWOB_CHROME_BINARY`` when set. Raises ``RuntimeError``
-    with install instructions when chromium or chromedriver is missing.
-    """
-    hint = "install them with: apt-get install -y chromium chromium-driver (see scripts/install.sh)"
-    driver = os.environ.get("MINIWOB_CHROMEDRIVER") or shutil.which("chromedriver") or "/usr/bin/chromedriver"
-    if not os.access(driver, os.X_OK):
-        raise RuntimeError(f"MiniWoB++ needs chromedriver, not found at {driver!r}; {hint}")
-    binary = os.environ.get("MINIWOB_CHROME_BINARY")
-    if binary:
-        if not os.access(binary, os.X_OK):
-            raise RuntimeError(f"MINIWOB_CHROME_BINARY={binary!r} is not executable; {hint}")
-    else:
-        chromium = next((c for c in _CHROMIUM_CANDIDATES if os.access(c, os.X_OK)), None)
-        if chromium is None:
-            raise RuntimeError(f"MiniWoB++ needs chromium, none of {_CHROMIUM_CANDIDATES} found; {hint}")
-        binary = _chromium_wrapper(chromium)
-    os.environ["MINIWOB_CHROME_BINARY"] = binary
-    os.environ["MINIWOB_CHROMEDRIVER"] = driver
-    os.environ.setdefault("SE_OFFLINE", "true")
-    os.environ.setdefault("SE_AVOID_STATS", "true")
-    return binary, driver
-
-
-def _proc_start(pid: int) -> int | None:
-    """Start time (clock ticks) of a live, non-zombie process, else ``None``."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(")") + 2 :].split()
-    return None if fields[0] in ("Z", "X") else int(fields[19])
-
-
-def _children_map() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc") if os.path.isdir("/proc") else []:
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rfind(")") + 2 :].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    return children
-
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and all its descendants (Linux ``/proc``)."""
-    children = _children_map()
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(children.get(p, []))
-    return out
-
-
-class _Browser:
-    """One miniwob environment (chromedriver + chromium) and the processes it spawned."""
-
-    def __init__(self, task: str) -> None:
-        self.task = task
-        self.env: Any = None
-        self.dead = False
-        self._procs: dict[int, int] = {}  # pid -> start time
-
-    def start(self) -> None:
-        from miniwob.environment import MiniWoBEnvironment
-        from miniwob.reward import get_raw_reward
-
-        self.close()
-        configure_browser()
-        before = set(process_tree(os.getpid()))
-        try:
-            self.env = MiniWoBEnvironment(subdomain=self.task, reward_processor=get_raw_reward)
-            self.driver.execute_script(f"core.EPISODE_MAX_TIME = {EPISODE_MAX_TIME_MS};")
-        except BaseException:  # also KeyboardInterrupt: never leave a browser behind
-            for pid in set(process_tree(os.getpid())) - before:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
-            self.env = None
-            raise
-        self.dead = False
-        self._remember()
-
-    @property
-    def driver(self) -> Any:
-        return self.env.instance.driver
-
-    def driver_pid(self) -> int | None:
-        with contextlib.suppress(Exception):
-            return int(self.driver.service.process.pid)
-        return None
-
-    def pids(self) -> list[int]:
-        """Live chromedriver + chromium processes of this browser."""
-        self._remember()
-        return [p for p, t in self._procs.items() if _proc_start(p) == t]
-
-    def _remember(self) -> None:
-        pid = self.driver_pid() if self.env is not None else None
-        if pid is None:
-            return
-        for p in process_tree(pid):
-            start = _proc_start(p)
-            if start is not None:
-                self._procs.setdefault(p, start)
-
-    def alive(self) -> bool:
-        try:
-            return self.driver.execute_script("return 1;") == 1
-        except Exception:
-            return False
-
-    def close(self) -> None:
-        """Quit the driver and kill anything it left; safe to call many times."""
-        if self.env is None:
-            return
-        self._remember()
-        service = None
-        with contextlib.suppress(Exception):
-            service = self.driver.service
-        if not self.dead:
-            with contextlib.suppress(Exception):
-                self.driver.quit()
-        with contextlib.suppress(Exception):
-            self.env.instance.died = True
-        for pid, start in self._procs.items():
-            if _proc_start(pid) == start:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
-        if service is not None:  # reap chromedriver (our child) so no zombie remains
-            with contextlib.suppress(Exception):
-                service.process.wait(timeout=5)
-        self._procs.clear()
-        self.env = None
-
 
 # --------------------------------------------------------------------------------- parsing
 
@@ -343,7 +159,7 @@ class MiniWoBEnv(TextEnv):
         configure_browser()  # fail early with a clear message when the binaries are missing
         self.max_elements = int(max_elements)
         self.max_text = int(max_text)
-        self._browser = _Browser(self.task)
+        self._browser = Browser(self.task)
         self._finalizer = weakref.finalize(self, self._browser.close)
         self._seed: int | None = None
         self._utterance = ""
@@ -683,25 +499,4 @@ def tasks() -> dict[str, str]:
     return dict(sorted(out.items()))
 
 
-def _make_task_class(task: str) -> type[MiniWoBEnv]:
-    name = "MiniWoB" + "".join(p.capitalize() for p in re.split(r"[-.]", task)) + "Env"
-    cls = type(name, (MiniWoBEnv,), {"task": task, "env_id": f"miniwob/{task}"})
-    cls.__module__ = __name__
-    cls.__doc__ = f"MiniWoB++ task {task}."
-    globals()[name] = cls  # picklable by reference
-    return cls
-
-
-for _task, _desc in tasks().items():
-    register(
-        f"miniwob/{_task}",
-        _make_task_class(_task),
-        TASKS.get(_task, _desc),
-        workers=True,
-        featured=_task in TASKS,
-        expert=_task in TASKS,
-        note=UNSUPPORTED.get(_task, ""),
-        aliases=(f"miniwob/{_task}-v1",),
-    )
-
-__all__ = ["TASKS", "UNSUPPORTED", "MiniWoBEnv", "configure_browser", "process_tree", "tasks"]
+__all__ = ["TASKS", "UNSUPPORTED", "MiniWoBEnv", "tasks"]
