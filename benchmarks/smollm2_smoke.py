@@ -170,6 +170,8 @@ def main() -> int:
     ap.add_argument("--episodes", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate of vlmq train")
+    ap.add_argument("--warmup-steps", type=int, default=10, help="learning-rate warm-up of vlmq train")
     ap.add_argument("--resume-steps", type=int, default=2, help="steps added by the resumed run")
     ap.add_argument("--max-new-tokens", type=int, default=24)
     ap.add_argument("--eval-episodes", type=int, default=4)
@@ -230,7 +232,8 @@ def main() -> int:
         vlmq(
             "train", "--env", ENV, "--model", str(model_dir), "--data", str(data), "--out", str(run_dir),
             "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--eval-episodes", "0",
-            "--rank-every", "0", "--checkpoint-every", str(args.steps), "--log-every", str(min(10, args.steps)),
+            "--rank-every", "0", "--lr", str(args.lr), "--warmup-steps", str(args.warmup_steps),
+            "--checkpoint-every", str(args.steps), "--log-every", str(min(10, args.steps)),
             *common,
         ),
         work / "train.log",
