@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from vlmq.envs import make
-from vlmq.models import pretrain
+from vlmq.models import tiny
 from vlmq.models.hub import EMBEDDED_MODELS
-from vlmq.models.pretrain import (
+from vlmq.models.prompts import parse_agent
+from vlmq.models.tiny import (
     CHECKPOINT_FILE,
     DOMAINS,
     FIELDS,
@@ -34,7 +35,6 @@ from vlmq.models.pretrain import (
     scene_seeds,
     score_descriptions,
 )
-from vlmq.models.prompts import parse_agent
 
 
 @pytest.fixture(autouse=True)
@@ -116,7 +116,7 @@ def test_sizes_from_flags_and_json(tmp_path: Path) -> None:
         hidden_size=192, intermediate_size=512, num_hidden_layers=6, num_attention_heads=8
     )
     assert big["text"]["num_attention_heads"] == big["text"]["num_key_value_heads"] == 8
-    assert big["text"]["intermediate_size"] == 608 and pretrain.image_tokens(big) == 64
+    assert big["text"]["intermediate_size"] == 608 and tiny.image_tokens(big) == 64
     (tmp_path / "info.json").write_text(
         json.dumps({"size": {"image_size": 192, "text": {"num_hidden_layers": 2}}})
     )
@@ -171,7 +171,7 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path: Path, monkeypatch:
 
     kw = dict(steps=6, seed=1, checkpoint_every=2, eval_every=3, eval_heldout=1, **MICRO)
     whole = pretrain_tiny(tmp_path / "whole", **kw)  # type: ignore[arg-type]
-    real, calls = pretrain.caption_loss, [0]
+    real, calls = tiny.pretrain.caption_loss, [0]
 
     def crash_at_step_4(*args: object) -> torch.Tensor:
         calls[0] += 1
@@ -179,12 +179,12 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path: Path, monkeypatch:
             raise KeyboardInterrupt
         return real(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(pretrain, "caption_loss", crash_at_step_4)
+    monkeypatch.setattr(tiny.pretrain, "caption_loss", crash_at_step_4)
     with pytest.raises(KeyboardInterrupt):
         pretrain_tiny(tmp_path / "cut", **kw)  # type: ignore[arg-type]
     state = torch.load(tmp_path / "cut" / CHECKPOINT_FILE, weights_only=True)
     assert state["step"] == 2 and len(state["losses"]) == 2 and not list((tmp_path / "cut").glob(".*tmp"))
-    monkeypatch.setattr(pretrain, "caption_loss", real)
+    monkeypatch.setattr(tiny.pretrain, "caption_loss", real)
     lines: list[str] = []
     resumed = pretrain_tiny(tmp_path / "cut", log=lines.append, **kw)  # type: ignore[arg-type]
     assert lines[0].startswith("resuming") and "step 2/6" in lines[0]
@@ -205,10 +205,10 @@ def test_batched_descriptions_match_the_policy_path(tmp_path: Path) -> None:
 
     pretrain_tiny(tmp_path / "m", steps=12, seed=0, **MICRO)  # type: ignore[arg-type]
     scenes = render_scenes(heldout_seeds(2))
-    model, proc = pretrain.load_model(tmp_path / "m")
+    model, proc = tiny.load_model(tmp_path / "m")
     texts = describe_scenes(model, proc, scenes, batch_size=4, max_new_tokens=24)
     policy = Policy.from_pretrained(tmp_path / "m")
-    gens = policy.generate([s.image for s in scenes], [pretrain.DESCRIBE_JSON] * len(scenes), greedy=True,
+    gens = policy.generate([s.image for s in scenes], [tiny.DESCRIBE_JSON] * len(scenes), greedy=True,
                            max_new_tokens=24)  # fmt: skip
     assert texts == [g.text for g in gens]
     res = CliRunner().invoke(

@@ -65,7 +65,7 @@ def pretrain_tiny_cmd(
     import sys
     import time
 
-    from vlmq.models import pretrain as pt
+    from vlmq.models import tiny
 
     if threads:
         import torch
@@ -76,17 +76,17 @@ def pretrain_tiny_cmd(
         folder = model or "tiny"
         t0 = time.time()
         try:
-            acc, counts = pt.heldout_report(folder, scenes, progress=progress)
+            acc, counts = tiny.heldout_report(folder, scenes, progress=progress)
         except (OSError, ValueError) as e:
             fail(f"cannot evaluate {folder}: {e}")
         typer.echo(f"model {folder}: {scenes} held-out scenes per domain")
-        typer.echo(pt.format_report(acc, counts))
+        typer.echo(tiny.format_report(acc, counts))
         typer.echo(f"render + describe + score: {time.time() - t0:.1f} s ({sum(counts.values())} scenes)")
         return
     if model:
         fail("--model is only used with --eval (training writes --out)")
     try:
-        size = pt.make_size(
+        size = tiny.make_size(
             size_json, image_size=image_size, patch=patch, sf=sf, vision_width=vision_width,
             vision_depth=vision_depth, text_width=text_width, text_depth=text_depth,
         )  # fmt: skip
@@ -103,9 +103,9 @@ def pretrain_tiny_cmd(
     def log(msg: str) -> None:
         tqdm.write(msg, file=sys.stderr)
 
-    dest = out or pt.ASSET_DIR
+    dest = out or tiny.ASSET_DIR
     try:
-        info = pt.pretrain_tiny(
+        info = tiny.pretrain_tiny(
             dest, steps=steps, seed=seed, batch_size=batch_size, lr=lr, warmup=warmup, num_scenes=pool,
             num_heldout=scenes, size=size, domains=shares, checkpoint_every=checkpoint_every, eval_every=eval_every,
             keep_checkpoint=out is not None, progress=progress, log=None if quiet else log,
@@ -117,4 +117,4 @@ def pretrain_tiny_cmd(
         f"{info['image_tokens']} image tokens; {info['s_per_step']} s/step, {info['wall_s']:.0f} s)"
     )
     typer.echo(f"loss {info['first_loss']} -> {info['final_loss']}")
-    typer.echo(pt.format_report(info["caption_accuracy"], info["heldout_scenes"]))
+    typer.echo(tiny.format_report(info["caption_accuracy"], info["heldout_scenes"]))

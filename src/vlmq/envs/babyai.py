@@ -90,7 +90,7 @@ def _quiet() -> contextlib.AbstractContextManager[Any]:
     return contextlib.redirect_stdout(_Sink())
 
 
-def _describe(obj: Any) -> str:
+def describe_object(obj: Any) -> str:
     """``"the red ball"`` / ``"a wall"`` / ``"the open blue door"``."""
     if obj is None:
         return "nothing"
@@ -174,6 +174,11 @@ class BabyAIEnv(TextEnv):
         self._bot_next: int = ACTIONS.index("done")
         self._expert_failed = False
 
+    @property
+    def minigrid(self) -> Any:
+        """The unwrapped MiniGrid env (grid, agent, mission) this env drives."""
+        return self._env
+
     # ----------------------------------------------------------------- TextEnv hooks
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -196,7 +201,7 @@ class BabyAIEnv(TextEnv):
         image = env.get_frame(highlight=True, tile_size=self.tile_size, agent_pov=self.view == "partial")
         lines = [f"Mission: {env.mission}."]
         if env.carrying is not None:
-            lines.append(f"You are carrying {_describe(env.carrying)}.")
+            lines.append(f"You are carrying {describe_object(env.carrying)}.")
         lines.append("Actions: " + ", ".join(ACTIONS) + ".")
         return image, "\n".join(lines)
 
@@ -281,21 +286,21 @@ class BabyAIEnv(TextEnv):
         if name == "forward":
             if tuple(env.agent_pos) != before["pos"]:
                 return "You moved forward."
-            return f"You cannot move forward: {_describe(fwd_before)} is in front."
+            return f"You cannot move forward: {describe_object(fwd_before)} is in front."
         if name == "pickup":
             if before["carrying"] is None and env.carrying is not None:
-                return f"You picked up {_describe(env.carrying)}."
+                return f"You picked up {describe_object(env.carrying)}."
             if before["carrying"] is not None:
-                return f"You cannot pick up: you are already carrying {_describe(before['carrying'])}."
+                return f"You cannot pick up: you are already carrying {describe_object(before['carrying'])}."
             if fwd_before is None:
                 return "There is nothing to pick up in front of you."
-            return f"You cannot pick up {_describe(fwd_before)}."
+            return f"You cannot pick up {describe_object(fwd_before)}."
         if name == "drop":
             if before["carrying"] is not None and env.carrying is None:
-                return f"You dropped {_describe(before['carrying'])}."
+                return f"You dropped {describe_object(before['carrying'])}."
             if before["carrying"] is None:
                 return "You are not carrying anything to drop."
-            return f"You cannot drop {_describe(before['carrying'])}: {_describe(fwd_before)} is in front."
+            return f"You cannot drop {describe_object(before['carrying'])}: {describe_object(fwd_before)} is in front."
         if name == "toggle":
             if fwd_before is None:
                 return "There is nothing to toggle in front of you."
@@ -311,9 +316,9 @@ class BabyAIEnv(TextEnv):
                 return f"Nothing happened to the {fwd_before.color} door."
             if fwd_before.type == "box" and env.grid.get(*env.front_pos) is not fwd_before:
                 inside = env.grid.get(*env.front_pos)
-                content = f" It contained {_describe(inside)}." if inside is not None else " It was empty."
+                content = f" It contained {describe_object(inside)}." if inside is not None else " It was empty."
                 return f"You opened the {fwd_before.color} box.{content}"
-            return f"Nothing happens when you toggle {_describe(fwd_before)}."
+            return f"Nothing happens when you toggle {describe_object(fwd_before)}."
         return "Nothing happens."  # done: minigrid's no-op
 
 

@@ -19,7 +19,7 @@ _EXPORTS = {
     "build_tiny": "vlmq.models.tiny",
     "save_tiny": "vlmq.models.tiny",
     "arch_for": "vlmq.models.arch",
-    "pretrain_tiny": "vlmq.models.pretrain",
+    "pretrain_tiny": "vlmq.models.tiny",
     "resolve_model": "vlmq.models.hub",
 }
 

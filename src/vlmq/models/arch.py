@@ -366,7 +366,7 @@ def image_only_processor_class(cls: type) -> type:
     return _IMAGE_ONLY[cls]
 
 
-def _import_processor(name: str) -> type | None:
+def import_processor(name: str) -> type | None:
     """The processor class ``name`` from its own module (not transformers' lazy placeholder, which
     refuses to build without torchvision when only an unused fast image processor needs it)."""
     import importlib
@@ -413,7 +413,7 @@ def _processor_class(name_or_path: str | os.PathLike[str], model_type: str) -> t
         names += [saved, saved.removesuffix("ImageOnly")] if isinstance(saved, str) else []
     names.append(PROCESSOR_MAPPING_NAMES.get(model_type))
     for name in names:
-        cls = _import_processor(name) if isinstance(name, str) else None
+        cls = import_processor(name) if isinstance(name, str) else None
         if cls is not None:
             return cls
     return None

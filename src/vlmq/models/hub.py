@@ -3,13 +3,15 @@
 :func:`resolve_model` is the one place where such a name becomes a folder; ``Policy`` calls it when
 loading a base model. A local folder of the same name wins (as it does over a hub name).
 :func:`loading_model` turns what transformers raises for a name that loads nothing into one
-:class:`ModelLoadError` line that says why and what to give instead.
+:class:`ModelLoadError` line that says why and what to give instead; :func:`quiet_loading` hides
+transformers' progress bars and the warnings loading prints.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,3 +64,21 @@ def _explain(name: str, exc: BaseException) -> str:
         f"cannot load model {name!r}: no such local folder, and not in the Hugging Face cache with the hub "
         f"unreachable (offline) or not on the hub; give a local folder path instead ({hint})"
     )
+
+
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Hide transformers' weight loading/writing progress bars and peft's deprecation warnings."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            # LoRA on a tied LM head adapts the output projection only; merge() unties first
+            warnings.filterwarnings("ignore", message=".*tie_word_embeddings.*", category=UserWarning)
+            yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()

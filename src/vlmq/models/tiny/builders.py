@@ -2,8 +2,9 @@
 
 ``build_tiny(arch)`` returns ``(model, processor)`` made from the architecture's own config classes
 (hidden 64, 2 LM layers, 2 vision layers) with a byte-level BPE tokenizer trained on the fly on domain
-text (numbers, cards, actions, JSON answers), the architecture's special tokens, a PIL image
-processor (no torchvision needed) and a chat template in the architecture's style.
+text (numbers, cards, actions, JSON answers; :mod:`vlmq.models.tiny.tokenizer`), the architecture's
+special tokens, a PIL image processor (no torchvision needed) and a chat template in the
+architecture's style (:mod:`vlmq.models.tiny.templates`).
 ``save_tiny(arch, dir)`` writes a folder that ``Policy.from_pretrained(dir)`` and
 ``AutoModelForImageTextToText.from_pretrained(dir)`` load through the real code path. Nothing is
 downloaded.
@@ -19,6 +20,8 @@ import torch
 from torch import nn
 
 from vlmq.models.arch import image_only_processor_class
+from vlmq.models.tiny.templates import LLAVA_TEMPLATE, QWEN_TEMPLATE, SMOLVLM_TEMPLATE, chat_template
+from vlmq.models.tiny.tokenizer import make_tokenizer
 
 TINY_ARCHS = (
     "idefics3", "qwen2_vl", "qwen2_5_vl", "llava", "paligemma", "paligemma2",
@@ -41,88 +44,8 @@ _TEXT = dict(
 )
 _VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
 
-# Chat templates in the style of the real checkpoints (one image per user turn).
-SMOLVLM_TEMPLATE = (
-    "<|im_start|>{% for message in messages %}{{ message['role'] | capitalize }}"
-    "{% if message['content'][0]['type'] == 'image' %}{{ ':' }}{% else %}{{ ': ' }}{% endif %}"
-    "{% for line in message['content'] %}{% if line['type'] == 'text' %}{{ line['text'] }}"
-    "{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}<end_of_utterance>\n"
-    "{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
-)
-QWEN_TEMPLATE = (
-    "{% if messages[0]['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-    "{% endif %}{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
-    "{% for c in message['content'] %}{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-LLAVA_TEMPLATE = (
-    "{% for message in messages %}{% if message['role'] == 'user' %}USER: "
-    "{% for c in message['content'] %}{% if c['type'] == 'image' %}<image>\n"
-    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %} "
-    "{% else %}ASSISTANT: {% for c in message['content'] %}{% if c['type'] == 'text' %}{{ c['text'] }}"
-    "{% endif %}{% endfor %}</s>{% endif %}{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"
-)
 
-
-def domain_corpus() -> list[str]:
-    """Text the tiny tokenizer is trained on, so prompts and actions tokenize compactly."""
-    from vlmq.models.prompts import format_response
-
-    ranks = ["ace", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
-    ranks += ["jack", "queen", "king", "A", "J", "Q", "K"]
-    suits = ["hearts", "spades", "clubs", "diamonds"]
-    actions = ["+", "-", "hit", "stand", "left", "right", "forward", "pickup", "drop", "toggle", "done"]
-    actions += [f"click(ref={i})" for i in range(40)] + [f"click(x={i * 10}, y={i * 7})" for i in range(20)]
-    actions += [f'type(ref={i}, text="hello")' for i in range(10)]
-    actions += ["1+2*3=7", "(3+5)*3=24", "12=4*3", "24=(8-2)*4", "=", "*", "/", "(", ")"]
-    lines = [" ".join(str(i) for i in range(100))]
-    lines += [f"{r} of {s}" for r in ranks for s in suits]
-    lines += [format_response(a) for a in actions]
-    lines += [format_response(a, thoughts=f"I should do {a} now.") for a in actions[:30]]
-    lines += [
-        "You are playing a game. Your goal: reach the target number. Current number: 3. Target number: 7.",
-        "Actions: answer with one of the actions below. Example of a valid answer:",
-        "Observation: the dealer shows a king; your cards are a seven and a nine (total 16).",
-        "Answer with a JSON object and nothing else. Invalid action. Feedback: the formula is incomplete.",
-        "go to the red ball. pick up the blue key. open the yellow door. put the box next to the ball.",
-        "Click on the button labelled OK. Elements: [ref=3] button 'OK' [ref=5] input text [ref=7] link",
-        "What do you see in the image? I see a red square on a green background with white cards.",
-        "The quick brown fox jumps over the lazy dog. Move left, move right, pick up the key.",
-    ]
-    return lines * 4
-
-
-def make_tokenizer(
-    special_tokens: list[str],
-    vocab_size: int = 1024,
-    corpus: list[str] | None = None,
-    **named_specials: Any,
-) -> Any:  # PreTrainedTokenizerFast
-    """Train a byte-level BPE (~0.1 s) on ``corpus`` (default :func:`domain_corpus`) and wrap it as a
-    HF fast tokenizer.
-
-    ``special_tokens`` each get one id; ``named_specials`` are ``bos_token``, ``eos_token`` ... and
-    ``extra_special_tokens``.
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=special_tokens,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(domain_corpus() if corpus is None else corpus, trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, **named_specials)
-
-
-def _idefics3(
+def idefics3(
     smol: bool = False,
     image_size: int = 64,
     patch: int = 16,
@@ -197,7 +120,7 @@ def build_smolvlm_sized(seed: int = 0, dtype: torch.dtype = torch.float32) -> tu
     (its ids are a subset of the vocabulary). For cost benchmarks only: the weights are random."""
     from transformers import AutoModelForImageTextToText
 
-    cfg, proc = _idefics3(
+    cfg, proc = idefics3(
         image_size=512,
         patch=16,
         sf=4,
@@ -380,16 +303,6 @@ def _paligemma(gemma2: bool = False, image_size: int = 32, patch: int = 8) -> tu
     return cfg, proc
 
 
-def chat_template(image: str, start: str, end: str, user: str = "user", assistant: str = "assistant") -> str:
-    """A one-image-per-user-turn chat template: ``{start}{role}\\n...{end}\\n`` per message."""
-    return (
-        "{% for m in messages %}" + start + "{{ '" + assistant + "' if m['role'] == 'assistant' else '" + user
-        + "' }}\n{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for c in m['content'] %}"
-        "{% if c['type'] == 'image' %}" + image + "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}"
-        "{% endfor %}{% endif %}" + end + "\n{% endfor %}{% if add_generation_prompt %}" + start + assistant
-        + "\n{% endif %}"
-    )
-
 
 def _text(tok: Any, model_type: str, **kw: Any) -> dict[str, Any]:
     """A tiny text config of ``model_type`` over ``tok``'s vocabulary."""
@@ -557,9 +470,9 @@ def _mistral3(image_size: int = 32, patch: int = 8) -> tuple[Any, Any]:
     from transformers import Mistral3Config
     from transformers.models.pixtral.image_processing_pil_pixtral import PixtralImageProcessorPil
 
-    from vlmq.models.arch import _import_processor
+    from vlmq.models.arch import import_processor
 
-    PixtralProcessor = _import_processor("PixtralProcessor")
+    PixtralProcessor = import_processor("PixtralProcessor")
     assert PixtralProcessor is not None
 
     specials = ["<unk>", "<s>", "</s>", "<pad>", "[INST]", "[/INST]", "[IMG]", "[IMG_BREAK]", "[IMG_END]"]
@@ -622,8 +535,8 @@ def _gemma3(image_size: int = 32, patch: int = 8) -> tuple[Any, Any]:
 
 
 _BUILDERS: dict[str, Any] = {
-    "idefics3": _idefics3,
-    "smolvlm": lambda: _idefics3(smol=True),
+    "idefics3": idefics3,
+    "smolvlm": lambda: idefics3(smol=True),
     "idefics2": _idefics2,
     "qwen2_vl": lambda: _qwen("qwen2_vl"),
     "qwen2_5_vl": lambda: _qwen("qwen2_5_vl"),
