@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from vlmq.models.arch import TESTED, UnsupportedModelError, arch_for, get_submodule
-from vlmq.models.policy import Policy, PolicyConfig, image_hash
+from vlmq.models.feature_cache import image_hash
+from vlmq.models.policy import Policy, PolicyConfig
 from vlmq.models.tiny import TINY_ARCHS, build_tiny, save_tiny, tiny_model_type
 
 ARCHS = list(TINY_ARCHS)
@@ -320,7 +321,7 @@ def test_feature_cache_matches_uncached(tiny_dirs: dict[str, Path], arch: str) -
     ref = pol.hidden(batch, use_feature_cache=False)
     cached = pol.hidden(batch)
     assert (pol.cache_misses, pol.cache_hits) == (6, 4)
-    assert len(pol._feature_cache) <= 3
+    assert len(pol.feature_cache) <= 3
     # vision batches of different sizes may differ in the last float bits
     torch.testing.assert_close(cached, ref, atol=5e-5, rtol=1e-4)
     # gradients still reach the adapters through cached features

@@ -26,10 +26,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import json
 import os
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +38,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from vlmq.models.arch import ArchSpec, FeatureCacheUnsupported, arch_for, get_submodule, load_processor
+from vlmq.models.arch import ArchSpec, arch_for, get_submodule, load_processor
+from vlmq.models.feature_cache import FeatureCache, ImageLike, image_hash
 from vlmq.models.hub import quiet_loading
 from vlmq.models.prompts import MAX_NEW_TOKENS
 
@@ -52,7 +51,6 @@ NON_MODEL_KEYS = frozenset({"response_mask", "image_hash"})
 # batch keys aligned with input_ids ([B, T]); padded together with it
 TOKEN_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
 
-ImageLike = np.ndarray | Image.Image
 _ADAPTER_FIELDS = (
     "lora_r", "lora_alpha", "lora_target_modules", "train_vision", "lora_lm_head", "critic_bias",
 )  # fmt: skip
@@ -114,14 +112,6 @@ def to_pil(image: ImageLike) -> Image.Image:
     if arr.dtype != np.uint8:
         arr = np.clip(arr, 0, 255).astype(np.uint8)
     return Image.fromarray(arr).convert("RGB")
-
-
-def image_hash(image: ImageLike) -> int:
-    """A signed 64-bit key of an image's bytes and shape (the feature-cache key)."""
-    arr = np.ascontiguousarray(np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image))
-    h = hashlib.blake2b(arr.tobytes(), digest_size=8)
-    h.update(f"{arr.shape}{arr.dtype}".encode())
-    return int.from_bytes(h.digest(), "little", signed=True)
 
 
 def _untie_adapted_lm_head(base: nn.Module) -> None:
@@ -212,10 +202,7 @@ class Policy(nn.Module):
         would not match the image features in the learner's pass over the stored ids."""
         pad = tok.pad_token_id
         self.pad_token_id: int = int(pad if pad is not None else self.eot_token_id)
-        self._feature_cache: OrderedDict[int, torch.Tensor] = OrderedDict()
-        self._feature_cache_off = self.arch.image_features is None
-        self.cache_hits = 0
-        self.cache_misses = 0
+        self.feature_cache = FeatureCache(self.arch.image_features)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -463,57 +450,34 @@ class Policy(nn.Module):
             inputs["position_ids"] = (inputs["attention_mask"].long().cumsum(-1) - 1 + first).clamp(min=first)
         return inputs
 
+    @property
+    def cache_hits(self) -> int:
+        """Images whose features came from the feature cache."""
+        return self.feature_cache.hits
+
+    @property
+    def cache_misses(self) -> int:
+        """Images whose features were computed (and cached)."""
+        return self.feature_cache.misses
+
     def feature_cache_enabled(self) -> bool:
         """Image features are cached when the vision tower is frozen and the cache has room."""
-        return (
-            self.config.feature_cache_size > 0
-            and not self.config.train_vision
-            and not self._feature_cache_off
-        )
+        return self.config.feature_cache_size > 0 and not self.config.train_vision and not self.feature_cache.off
 
     def clear_feature_cache(self) -> None:
         """Forget cached image features (call after changing the vision tower's weights)."""
-        self._feature_cache.clear()
+        self.feature_cache.clear()
 
     def _use_cached_features(self, batch: dict[str, torch.Tensor], inputs: dict[str, Any]) -> None:
-        """Swap the pixel inputs for (cached) image features; leaves ``inputs`` alone and turns the
-        cache off for good when the model's image features do not split per image."""
-        from transformers.modeling_outputs import BaseModelOutputWithPooling
-
-        reader = self.arch.image_features
-        assert reader is not None
-        keys = batch["image_hash"].tolist()
-        todo: dict[int, int] = {}
-        for i, key in enumerate(keys):
-            if key not in self._feature_cache and key not in todo:
-                todo[key] = i
-        fresh: dict[int, torch.Tensor] = {}
-        if todo:
-            try:
-                with torch.no_grad():
-                    feats = reader.compute(self.backbone, inputs, list(todo.values()))
-            except FeatureCacheUnsupported:
-                self._feature_cache_off = True
-                return
-            fresh = {key: f.detach() for key, f in zip(todo, feats, strict=True)}
-        self.cache_misses += len(todo)
-        self.cache_hits += len(keys) - len(todo)
-        pooled = []
-        for key in keys:
-            f = fresh.get(key)
-            if f is None:
-                f = self._feature_cache[key]
-                self._feature_cache.move_to_end(key)
-            pooled.append(f.to(self.device))
-        for key, f in fresh.items():
-            self._feature_cache[key] = f
-        while len(self._feature_cache) > self.config.feature_cache_size:
-            self._feature_cache.popitem(last=False)
-        for k in self.arch.pixel_keys:
-            inputs.pop(k, None)
-        inputs["mm_encoder_outputs"] = {
-            "image": BaseModelOutputWithPooling(pooler_output=reader.combine(pooled))
-        }
+        """Swap the pixel inputs for (cached) image features (:meth:`FeatureCache.use`)."""
+        self.feature_cache.use(
+            self.backbone,
+            batch,
+            inputs,
+            max_size=self.config.feature_cache_size,
+            pixel_keys=self.arch.pixel_keys,
+            device=self.device,
+        )
 
     def hidden(self, batch: dict[str, torch.Tensor], use_feature_cache: bool | None = None) -> torch.Tensor:
         """Final (normed) hidden states ``[B, T, H]`` in one backbone pass.
