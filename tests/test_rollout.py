@@ -8,7 +8,7 @@ import pytest
 
 from vlmq.data.schema import Episode
 from vlmq.data.store import EpisodeStore
-from vlmq.rollout import ScriptedAgent, collect, make_agent, play, rollout
+from vlmq.rollout import FrameLog, ScriptedAgent, collect, make_agent, play, rollout
 
 ENV = "gym_cards/Blackjack"
 
@@ -48,3 +48,26 @@ def test_agents_are_checked() -> None:
 def test_max_steps_cuts_episodes() -> None:
     stats = play("gym_cards/EZPoints", "random", 4, max_steps=2)
     assert stats.episodes == 4 and stats.steps == 8 and stats.mean_length == 2.0
+
+
+def test_frame_log_writes_episode_txt_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    log = FrameLog(tmp_path / "frames")
+    log.reset({"image": np.zeros((4, 4, 3), np.uint8), "text": "start"})
+    (tmp_path / "frames" / "episode.txt").write_text("old", encoding="utf-8")
+    real = Path.write_text
+
+    def torn(self: Path, text: str, *args: object, **kwargs: object) -> int:
+        real(self, text[:3], *args, **kwargs)  # type: ignore[arg-type]
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Path, "write_text", torn)
+    with pytest.raises(OSError, match="disk full"):
+        log.close()
+    monkeypatch.undo()
+    # a failed write leaves the previous file whole and no temporary file behind
+    assert (tmp_path / "frames" / "episode.txt").read_text(encoding="utf-8") == "old"
+    assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == ["episode.txt", "frame_000.png"]
+    log.close()
+    assert (tmp_path / "frames" / "episode.txt").read_text(encoding="utf-8") == "[frame_000.png]\nstart\n"

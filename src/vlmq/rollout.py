@@ -34,6 +34,7 @@ from vlmq.data.store import EpisodeStore
 from vlmq.envs.base import Observation, TaskInfo
 from vlmq.envs.vector import VectorEnv
 from vlmq.models.prompts import build_prompt, format_response, parse_agent
+from vlmq.utils.io import atomic_write_text
 from vlmq.utils.progress import progress_bar
 
 SCRIPTED: tuple[str, ...] = ("random", "expert", "noisy")
@@ -280,7 +281,7 @@ class FrameLog:
         )
 
     def close(self) -> None:
-        (self.dir / "episode.txt").write_text("\n".join(self.lines), encoding="utf-8")
+        atomic_write_text(self.dir / "episode.txt", "\n".join(self.lines))
 
 
 def rollout(
