@@ -76,6 +76,7 @@ CASES: list[tuple[str, str, int]] = [
     ("filter-report tiny --data {tmp}/missing", "{tmp}/missing", 1),
     ("filter-report tiny --data {data} --env gym_cards/Nope", "unknown env 'gym_cards/Nope'", 2),
     ("reproduce --quick --report --out {tmp}/rep0", "{tmp}/rep0: no finished seeds to report", 1),
+    ("reproduce --report --out {empty}", "{empty}: no finished seeds to report", 1),
     ("reproduce --quick --task gym_cards/Nope --out {tmp}/rep", "unknown env 'gym_cards/Nope'", 2),
     ("reproduce --out {file}/rep", "cannot create {file}/rep", 2),
     ("pretrain-tiny --lr nan --out {tmp}/t", "'--lr': must be a finite number > 0, not nan", 2),
@@ -100,6 +101,26 @@ def test_bad_command_line_is_one_error_line(
         assert "`vlmq envs`" in lines[0]
     if "no/such" in line:
         assert "offline" in lines[0] and "local folder" in lines[0]
+
+
+# a command that fails writes nothing: no run folder for a model that loads nothing, no empty tables
+NOTHING_WRITTEN: list[tuple[str, str]] = [
+    ("{train} --data {data} --model no/such --out {tmp}/no-run", "{tmp}/no-run"),
+    ("reproduce --report --out {tmp}/no-rep", "{tmp}/no-rep"),
+    ("reproduce --quick --report --out {empty}", "{empty}/results.md"),
+]
+
+
+@pytest.mark.parametrize(("line", "unwritten"), NOTHING_WRITTEN, ids=[c[0] for c in NOTHING_WRITTEN])
+def test_failed_command_leaves_nothing_behind(
+    line: str, unwritten: str, paths: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pathlib import Path
+
+    monkeypatch.delenv("VLMQ_DEBUG", raising=False)
+    r = runner.invoke(app, line.format(**paths, train=" ".join(TRAIN)).split())
+    assert r.exit_code == 1 and len(r.stderr.splitlines()) == 1, r.output
+    assert not Path(unwritten.format(**paths)).exists()
 
 
 def test_debug_shows_the_exception(paths: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:

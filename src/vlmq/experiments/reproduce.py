@@ -316,14 +316,16 @@ def task_result(cfg: ReproduceConfig, task: str, seeds: list[int]) -> dict[str, 
 
 def report(cfg: ReproduceConfig) -> dict[str, Any]:
     """Write ``results.json`` / ``results.md`` from what is finished, training nothing: every task
-    with at least one finished seed, over its finished seeds (the table says how many)."""
+    with at least one finished seed, over its finished seeds (the table says how many). With no
+    finished seed at all it writes nothing (and creates no folder); ``results["tasks"]`` is empty."""
     t0 = time.time()
     results: dict[str, Any] = {"config": dataclasses.asdict(cfg), "tasks": {}}
     for task in cfg.tasks:
         seeds = [s for s in cfg.seeds if seed_finished(cfg, task, s)]
         if seeds:
             results["tasks"][task] = task_result(cfg, task, seeds)
-    write_results(Path(cfg.out), results, time.time() - t0)
+    if results["tasks"]:
+        write_results(Path(cfg.out), results, time.time() - t0)
     return results
 
 

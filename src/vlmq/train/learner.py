@@ -201,9 +201,6 @@ class Learner:
         self.accelerator, self.device = make_accelerator(cfg.device)
         self.is_main = self.accelerator.is_main_process
         seed_everything(cfg.seed)
-        if self.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            cfg.save(self.run_dir / "config.json")
 
         source = str(ckpt / "policy") if ckpt else cfg.model
         self.critic_init_bias = cfg.critic_init_bias if cfg.critic_init_bias is not None else mean_return(cfg)
@@ -218,6 +215,9 @@ class Learner:
             dtype=cfg.dtype or ("bfloat16" if self.device.type == "cuda" else "float32"),
             gradient_checkpointing=cfg.gradient_checkpointing,
         )
+        if self.is_main:  # only once the model loaded: a bad --model leaves no run folder behind
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            cfg.save(self.run_dir / "config.json")
         self.policy.to(self.device)
         if ckpt is None:
             self.policy.update_target(1.0)
