@@ -238,7 +238,9 @@ def markdown(res: dict[str, Any]) -> str:
         for mode in ("sync", "async"):
             r = o[mode]
             lines.append(f"| {mode} | {r['wall_s']} | {r['online_episodes']} | {r['episodes_per_s']} |")
-        lines.append(f"| async / sync | {o['async_over_sync_wall']} | | {o['async_over_sync_episodes_per_s']} |")
+        lines.append(
+            f"| async / sync | {o['async_over_sync_wall']} | | {o['async_over_sync_episodes_per_s']} |"
+        )
     lines += ["", "| memory (2 AFSFT steps) | batch | peak RSS MiB | peak CUDA MiB |", "|---|---|---|---|"]
     for name, r in res["memory"].items():
         cuda = f"{r['peak_cuda_mib']:.0f}" if r["peak_cuda_mib"] is not None else "-"
@@ -278,7 +280,9 @@ def main() -> None:
         res["memory"][name] = bench_memory(name, args.device, args.dtype, batch)
         print(f"[memory {name}] {json.dumps(res['memory'][name])}", flush=True)
     if not args.skip_envs:
-        res["envs"] = bench_envs(args.episodes, args.miniwob_episodes, [int(w) for w in args.workers.split(",")])
+        res["envs"] = bench_envs(
+            args.episodes, args.miniwob_episodes, [int(w) for w in args.workers.split(",")]
+        )
         print(f"[envs] {json.dumps(res['envs'])}", flush=True)
     if args.online:
         res["online"] = bench_online(args.online_rounds, args.online_steps, args.online_episodes, args.device)

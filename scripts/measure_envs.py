@@ -27,7 +27,9 @@ def done_keys(out: Path) -> set[tuple[str, str, int]]:
     return {(r["env_id"], r["policy"], r["episodes"]) for r in rows}
 
 
-def measure(domain: str | None, policy: str, episodes: int, out: Path, only_expert: bool, ids: list[str]) -> None:
+def measure(
+    domain: str | None, policy: str, episodes: int, out: Path, only_expert: bool, ids: list[str]
+) -> None:
     done = done_keys(out)
     specs = [s for s in list_envs(domain) if not ids or s.env_id in ids]
     for s in specs:
@@ -38,11 +40,19 @@ def measure(domain: str | None, policy: str, episodes: int, out: Path, only_expe
             row = play(s.env_id, policy, episodes, seed=0).as_dict()
             row |= {"policy": policy, "error": ""}
         except Exception as exc:  # record and go on: the table says which tasks fail to run
-            row = {"env_id": s.env_id, "policy": policy, "episodes": episodes, "error": f"{type(exc).__name__}: {exc}"[:300]}
+            row = {
+                "env_id": s.env_id,
+                "policy": policy,
+                "episodes": episodes,
+                "error": f"{type(exc).__name__}: {exc}"[:300],
+            }
         row["wall_s"] = round(time.perf_counter() - t0, 2)
         with out.open("a") as f:
             f.write(json.dumps(row) + "\n")
-        print(f"{s.env_id:<40} {row.get('success_rate', float('nan')):6.2f} {row.get('steps_per_s', 0):8.0f}/s {row['error']}", flush=True)
+        print(
+            f"{s.env_id:<40} {row.get('success_rate', float('nan')):6.2f} {row.get('steps_per_s', 0):8.0f}/s {row['error']}",
+            flush=True,
+        )
 
 
 def _load(paths: list[Path]) -> dict[tuple[str, str], dict]:

@@ -45,7 +45,11 @@ CASES: list[tuple[str, str, int]] = [
     ("{train} --data {data} --lr 0", "'--lr': must be > 0, not 0.0", 2),
     ("{train} --data {data} --steps -3", "'--steps': must be >= 0, not -3", 2),
     ("{train} --data {data} --gamma 1.5", "'--gamma': must be >= 0 and <= 1, not 1.5", 2),
-    ("{train} --data {data} --conservative nan", "'--conservative': must be a finite number >= 0, not nan", 2),
+    (
+        "{train} --data {data} --conservative nan",
+        "'--conservative': must be a finite number >= 0, not nan",
+        2,
+    ),
     ("{train} --data {data} --forced-prob 2", "'--forced-prob': must be > 0 and <= 1, not 2.0", 2),
     ("{train} --data {data} --filter sft", "'--filter': must be binary, exp or none, not 'sft'", 2),
     ("train --resume {tmp}/norun --steps 5", "{tmp}/norun: not a vlmq run folder", 1),

@@ -41,7 +41,9 @@ def test_cli(tmp_path: Path, tiny_base: Path, random_data: Path) -> None:
     policy = Policy.from_pretrained(tiny_base)
     policy.save(tmp_path / "policy")
     runner = CliRunner()
-    r = runner.invoke(app, ["filter-report", str(tmp_path / "policy"), "--data", str(random_data), "--turns", "6"])
+    r = runner.invoke(
+        app, ["filter-report", str(tmp_path / "policy"), "--data", str(random_data), "--turns", "6"]
+    )
     assert r.exit_code == 0, r.output
     assert "6 turns of" in r.output and "filter binary" in r.output and "pos  tokens  pass" in r.output
     assert "ranking accuracy" not in r.output  # a bare policy names no task

@@ -229,7 +229,9 @@ ALL_TASKS = sorted(tasks())
 def test_every_miniwob_task_registered() -> None:
     specs = {s.task: s for s in list_envs("miniwob")}
     assert len(ALL_TASKS) >= 120 and sorted(specs) == ALL_TASKS
-    assert {t for t, s in specs.items() if s.expert} == set(TASKS) == {t for t, s in specs.items() if s.featured}
+    assert (
+        {t for t, s in specs.items() if s.expert} == set(TASKS) == {t for t, s in specs.items() if s.featured}
+    )
     assert set(UNSUPPORTED) <= set(ALL_TASKS)
     assert all(specs[t].note.startswith("unsupported: ") for t in UNSUPPORTED)
     assert all(s.description and s.workers for s in specs.values())

@@ -369,14 +369,18 @@ def test_update_target_polyak(tiny_dirs: dict[str, Path]) -> None:
 def test_encoder_decoder_is_a_one_line_error() -> None:
     model, proc = build_tiny("llava")
     model.config.is_encoder_decoder = True
-    with pytest.raises(UnsupportedModelError, match="'llava' is not supported by vlmq: an encoder-decoder") as e:
+    with pytest.raises(
+        UnsupportedModelError, match="'llava' is not supported by vlmq: an encoder-decoder"
+    ) as e:
         arch_for(model, proc)
     assert "\n" not in str(e.value)
     assert PolicyConfig.from_dict({"lora_r": 3, "unknown": 1}).lora_r == 3
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_two_training_steps_save_load_and_resume(tiny_dirs: dict[str, Path], arch: str, tmp_path: Path) -> None:
+def test_two_training_steps_save_load_and_resume(
+    tiny_dirs: dict[str, Path], arch: str, tmp_path: Path
+) -> None:
     """Two optimizer steps on the adapters and the critic, a save/load round trip that scores the same,
     and a third step on the reloaded policy (only its adapters and critic move)."""
     pol = _load(tiny_dirs, arch, critic_init_std=0.02)
@@ -495,6 +499,8 @@ def test_cross_attention_model_is_a_one_line_error() -> None:
                 num_key_value_heads=1, vocab_size=128, cross_attention_layers=[1], pad_token_id=0,
                 bos_token_id=1, eos_token_id=2)  # fmt: skip
     model = MllamaForConditionalGeneration(MllamaConfig(vision_config=vision, text_config=text))
-    with pytest.raises(UnsupportedModelError, match="'mllama' is not supported by vlmq: its language model") as e:
+    with pytest.raises(
+        UnsupportedModelError, match="'mllama' is not supported by vlmq: its language model"
+    ) as e:
         arch_for(model, None)
     assert "\n" not in str(e.value)

@@ -52,7 +52,9 @@ def test_reproduce_quick_writes_the_table(tmp_path: Path) -> None:
         for m in conds.values():
             assert m["seeds"] == 1 and 0.0 <= m["success_rate"] <= 1.0 and 0.0 <= m["valid_rate"] <= 1.0
         assert (out / "curves" / f"{task.replace('/', '-')}.png").is_file()
-        online = json.loads((out / "runs" / task.replace("/", "-") / "afsft-online-seed0" / "summary.json").read_text())
+        online = json.loads(
+            (out / "runs" / task.replace("/", "-") / "afsft-online-seed0" / "summary.json").read_text()
+        )
         assert online["online"] and online["steps"] == 4 + 2  # offline steps + one online round
     table = (out / "results.md").read_text()
     rows = [line.split(" | ")[0].removeprefix("| ") for line in table.splitlines()]

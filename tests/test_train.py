@@ -126,6 +126,7 @@ def test_resume_after_sigkill_ends_where_an_uninterrupted_run_ends(
     # the replay holds the same online rounds (episodes after the checkpoint were rolled back)
     shards = sorted(p.name for p in (Path(cfg.out) / "replay").glob("shard-*.parquet"))
     assert shards == sorted(p.name for p in (Path(ref.out) / "replay").glob("shard-*.parquet"))
+
     # and its logs hold every record once, like the uninterrupted run's (no redone round twice)
     def records(run: str) -> list[tuple[int, tuple[str, ...]]]:
         return sorted((r["step"], tuple(sorted(r))) for r in read_metrics(Path(run)))
@@ -282,7 +283,9 @@ def test_logger_truncate_drops_what_a_resume_redoes(tmp_path: Path) -> None:
         (4, ["step", "train/loss"]),
     ]
     text = (tmp_path / "samples.txt").read_text()
-    assert text == "## step 2 eval/samples\n'## step 9 x' -> ''\n## step 4 eval/samples\n'## step 9 x' -> ''\n"
+    assert (
+        text == "## step 2 eval/samples\n'## step 9 x' -> ''\n## step 4 eval/samples\n'## step 9 x' -> ''\n"
+    )
     log.close()
 
 

@@ -78,7 +78,6 @@ def test_play_num_envs_gives_the_same_episodes(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------- MiniWoB++
 
 
-
 _GONE = (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
 
 
@@ -123,7 +122,9 @@ def _tree(pid: int) -> set[psutil.Process]:
 
 def _browser_procs() -> set[psutil.Process]:
     """Every live chromium/chromedriver process."""
-    return _live(p.pid for p in psutil.process_iter() if any(k in _cmdline(p) for k in ("chromium", "chromedriver")))
+    return _live(
+        p.pid for p in psutil.process_iter() if any(k in _cmdline(p) for k in ("chromium", "chromedriver"))
+    )
 
 
 def _wait_gone(procs: set[psutil.Process], timeout: float = 10.0) -> dict[int, str]:

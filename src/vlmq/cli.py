@@ -104,7 +104,9 @@ def collect(
     env_id: str = typer.Argument(..., help="Environment id, e.g. gym_cards/NumberLine."),
     policy: str = typer.Option("random", "--policy", "-p", help="random, expert, noisy or model."),
     episodes: int = typer.Option(100, "--episodes", "-n", min=1, help="Episodes to collect."),
-    out: Path = typer.Option(..., "--out", callback=out_dir, help="Dataset folder (created, or appended to)."),
+    out: Path = typer.Option(
+        ..., "--out", callback=out_dir, help="Dataset folder (created, or appended to)."
+    ),
     epsilon: float = typer.Option(0.2, min=0.0, max=1.0, help="Random-action rate of `noisy`."),
     num_envs: int = typer.Option(1, "--num-envs", min=1, help="Environments run side by side."),
     workers: bool = typer.Option(
@@ -121,7 +123,9 @@ def collect(
     temperature: float = typer.Option(
         1.0, callback=number(ge=0), help="Sampling temperature of --policy model (0 = greedy)."
     ),
-    max_new_tokens: int = typer.Option(MAX_NEW_TOKENS, callback=number(ge=1), help="Response length limit of --policy model."),
+    max_new_tokens: int = typer.Option(
+        MAX_NEW_TOKENS, callback=number(ge=1), help="Response length limit of --policy model."
+    ),
 ) -> None:
     """Collect episodes with a scripted policy or a model into a dataset folder."""
     from vlmq.envs.registry import spec
@@ -175,7 +179,9 @@ def eval_cmd(
     episodes: int = typer.Option(50, callback=number(ge=1), help="Evaluation episodes."),
     temperature: float = typer.Option(0.0, callback=number(ge=0), help="0 = greedy."),
     num_envs: int = typer.Option(4, callback=number(ge=1), help="Parallel environments."),
-    seed: int = typer.Option(1_000_000, callback=number(ge=0), help="First episode seed (training never uses these)."),
+    seed: int = typer.Option(
+        1_000_000, callback=number(ge=0), help="First episode seed (training never uses these)."
+    ),
     max_new_tokens: int = typer.Option(MAX_NEW_TOKENS, callback=number(ge=1), help="Response length limit."),
     json_out: Path = typer.Option(None, "--json", callback=out_file, help="Also write the results as JSON."),
 ) -> None:

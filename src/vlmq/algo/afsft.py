@@ -255,7 +255,13 @@ def afsft_loss(
     with torch.no_grad():
         advantage = advantages(logits, q.detach(), q_taken.detach())
         weights = filter_weights(
-            advantage, cfg.filter, cfg.threshold, cfg.beta, cfg.w_max, logp_taken.detach().exp(), cfg.forced_prob
+            advantage,
+            cfg.filter,
+            cfg.threshold,
+            cfg.beta,
+            cfg.w_max,
+            logp_taken.detach().exp(),
+            cfg.forced_prob,
         )
     l_actor = actor_loss(logp_taken, weights, mask)
     loss = l_actor + cfg.critic_coef * l_critic

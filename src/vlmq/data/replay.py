@@ -134,7 +134,6 @@ class ReplayStore:
             out += [online[int(i)] for i in rng.integers(0, len(online), n_on)]
         return out
 
-
     def state_dict(self) -> dict[str, Any]:
         return {
             "offline": self.offline_stream.state_dict() if self.offline_stream else None,

@@ -180,7 +180,6 @@ class EpisodeStore:
         for shard in self.shards():
             yield from self.read_shard(shard, columns)
 
-
     def iter_episode_rows(self, columns: Sequence[str] | None = None) -> Iterator[list[Row]]:
         """The rows of each episode (sorted by turn), shard by shard, images not decoded."""
         cols = None if columns is None else list(dict.fromkeys(["episode_id", "turn", *columns]))
@@ -199,7 +198,6 @@ class EpisodeStore:
                 by_ep.setdefault(r["episode_id"], []).append(r)
             for rows in by_ep.values():
                 yield Episode.from_rows(rows, where=str(shard))
-
 
     def __iter__(self) -> Iterator[Episode]:
         return self.iter_episodes()

@@ -316,7 +316,9 @@ class BabyAIEnv(TextEnv):
                 return f"Nothing happened to the {fwd_before.color} door."
             if fwd_before.type == "box" and env.grid.get(*env.front_pos) is not fwd_before:
                 inside = env.grid.get(*env.front_pos)
-                content = f" It contained {describe_object(inside)}." if inside is not None else " It was empty."
+                content = (
+                    f" It contained {describe_object(inside)}." if inside is not None else " It was empty."
+                )
                 return f"You opened the {fwd_before.color} box.{content}"
             return f"Nothing happens when you toggle {describe_object(fwd_before)}."
         return "Nothing happens."  # done: minigrid's no-op
@@ -351,7 +353,9 @@ def _level_description(gym_id: str) -> str:
 
 def _make_level_class(level: str, gym_id: str) -> type[BabyAIEnv]:
     cls = type(
-        f"BabyAI{level}Env", (BabyAIEnv,), {"level": level, "minigrid_id": gym_id, "env_id": f"babyai/{level}"}
+        f"BabyAI{level}Env",
+        (BabyAIEnv,),
+        {"level": level, "minigrid_id": gym_id, "env_id": f"babyai/{level}"},
     )
     cls.__module__ = __name__
     cls.__doc__ = f"BabyAI level {level} ({gym_id})."

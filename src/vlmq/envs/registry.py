@@ -118,7 +118,9 @@ def _register_gym_id(env_id: str) -> str:
 def _load_domain(domain: str) -> None:
     module = DOMAIN_MODULES.get(domain)
     if module is None:
-        raise UnknownEnvError(f"unknown domain {domain!r}; known domains: {', '.join(sorted(DOMAIN_MODULES))}")
+        raise UnknownEnvError(
+            f"unknown domain {domain!r}; known domains: {', '.join(sorted(DOMAIN_MODULES))}"
+        )
     importlib.import_module(module)
 
 

@@ -357,7 +357,9 @@ def format_table(results: dict[str, Any]) -> str:
         f"Success rate (%), greedy, {results['config']['eval_episodes']} evaluation episodes per seed, "
         "mean ± std over seeds; in brackets: valid-action rate (%).",
         lambda m: f"{100 * m['success_rate']:.0f}",
-        lambda m: f"{100 * m['success_rate']:.0f} ± {100 * m['success_rate_std']:.0f} ({100 * m['valid_rate']:.0f})",
+        lambda m: (
+            f"{100 * m['success_rate']:.0f} ± {100 * m['success_rate_std']:.0f} ({100 * m['valid_rate']:.0f})"
+        ),
     )
     returns = _table(
         results,

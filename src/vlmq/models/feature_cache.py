@@ -97,4 +97,6 @@ class FeatureCache:
             self.entries.popitem(last=False)
         for k in pixel_keys:
             inputs.pop(k, None)
-        inputs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=reader.combine(pooled))}
+        inputs["mm_encoder_outputs"] = {
+            "image": BaseModelOutputWithPooling(pooler_output=reader.combine(pooled))
+        }

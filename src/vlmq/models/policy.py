@@ -462,7 +462,9 @@ class Policy(nn.Module):
 
     def feature_cache_enabled(self) -> bool:
         """Image features are cached when the vision tower is frozen and the cache has room."""
-        return self.config.feature_cache_size > 0 and not self.config.train_vision and not self.feature_cache.off
+        return (
+            self.config.feature_cache_size > 0 and not self.config.train_vision and not self.feature_cache.off
+        )
 
     def clear_feature_cache(self) -> None:
         """Forget cached image features (call after changing the vision tower's weights)."""

@@ -135,9 +135,7 @@ def start_collectors(run_dir: Path, count: int, device: str) -> list[subprocess.
     for k in range(count):
         with open(run_dir / LOG_DIR / f"{k}.log", "ab") as out:
             cmd = [sys.executable, "-m", "vlmq", "collect-online", str(run_dir), "--id", str(k)]
-            procs.append(
-                subprocess.Popen([*cmd, "--device", device], stdout=out, stderr=subprocess.STDOUT)
-            )
+            procs.append(subprocess.Popen([*cmd, "--device", device], stdout=out, stderr=subprocess.STDOUT))
     return procs
 
 

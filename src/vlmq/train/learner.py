@@ -278,7 +278,9 @@ class Learner:
             # gradients are averaged across processes in the last micro-batch's backward only
             with acc.no_sync(self.model) if i < cfg.grad_accum - 1 else nullcontext():
                 with autocast:
-                    out = compute_loss(self.model, batch, self._loss_config(), use_target=cfg.target == "polyak")
+                    out = compute_loss(
+                        self.model, batch, self._loss_config(), use_target=cfg.target == "polyak"
+                    )
                 acc.backward(out.loss * self._token_share(batch) / cfg.grad_accum)
             metrics = {
                 "loss": out.loss.item(),

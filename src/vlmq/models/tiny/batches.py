@@ -103,4 +103,3 @@ def caption_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torc
     logits = model(**inputs, use_cache=False).logits[:, :-1]
     target = batch["labels"][:, 1:]
     return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1))
-

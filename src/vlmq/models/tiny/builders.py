@@ -33,6 +33,7 @@ def tiny_model_type(arch: str) -> str:
     """The HF ``model_type`` of a tiny arch (PaliGemma 2 is a ``paligemma`` with a Gemma 2 text model)."""
     return "paligemma" if arch == "paligemma2" else arch
 
+
 _TEXT = dict(
     hidden_size=64,
     intermediate_size=128,
@@ -61,7 +62,9 @@ def idefics3(
     from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
     from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImageProcessorPil
 
-    config_cls, ip_cls = (SmolVLMConfig, SmolVLMImageProcessorPil) if smol else (Idefics3Config, Idefics3ImageProcessorPil)
+    config_cls, ip_cls = (
+        (SmolVLMConfig, SmolVLMImageProcessorPil) if smol else (Idefics3Config, Idefics3ImageProcessorPil)
+    )
     proc_cls = image_only_processor_class(SmolVLMProcessor) if smol else Idefics3Processor
 
     rows_cols = [f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)]
@@ -303,7 +306,6 @@ def _paligemma(gemma2: bool = False, image_size: int = 32, patch: int = 8) -> tu
     return cfg, proc
 
 
-
 def _text(tok: Any, model_type: str, **kw: Any) -> dict[str, Any]:
     """A tiny text config of ``model_type`` over ``tok``'s vocabulary."""
     return dict(
@@ -318,7 +320,9 @@ def _text(tok: Any, model_type: str, **kw: Any) -> dict[str, Any]:
 
 def _chatml_tokenizer(*image_tokens: str, **named: Any) -> Any:
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", *image_tokens]
-    return make_tokenizer(specials, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token="<|endoftext|>", **named)
+    return make_tokenizer(
+        specials, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token="<|endoftext|>", **named
+    )
 
 
 def _idefics2(image_size: int = 32, patch: int = 8, latents: int = 4) -> tuple[Any, Any]:
@@ -373,7 +377,12 @@ def _qwen3_vl() -> tuple[Any, Any]:
         image_processor=ip, tokenizer=tok, chat_template=QWEN_TEMPLATE
     )
     c = tok.convert_tokens_to_ids
-    rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3], "mrope_interleaved": True}
+    rope = {
+        "rope_type": "default",
+        "rope_theta": 10000.0,
+        "mrope_section": [2, 3, 3],
+        "mrope_interleaved": True,
+    }
     cfg = Qwen3VLConfig(
         text_config=dict(_text(tok, "qwen3_vl_text", head_dim=16), bos_token_id=None, rope_parameters=rope),
         vision_config=dict(
@@ -406,7 +415,11 @@ def _llava_next(image_size: int = 32, patch: int = 8) -> tuple[Any, Any]:
     from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 
     tok = make_tokenizer(
-        ["<unk>", "<s>", "</s>", "<pad>", "<image>"], bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+        ["<unk>", "<s>", "</s>", "<pad>", "<image>"],
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
     )
     ip = LlavaNextImageProcessorPil(
         size={"shortest_edge": image_size},
@@ -423,7 +436,11 @@ def _llava_next(image_size: int = 32, patch: int = 8) -> tuple[Any, Any]:
     )
     cfg = LlavaNextConfig(
         vision_config=dict(
-            model_type="clip_vision_model", **_VISION, image_size=image_size, patch_size=patch, projection_dim=32
+            model_type="clip_vision_model",
+            **_VISION,
+            image_size=image_size,
+            patch_size=patch,
+            projection_dim=32,
         ),
         text_config=_text(tok, "llama"),
         image_token_index=proc.image_token_id,
@@ -454,7 +471,11 @@ def _llava_onevision(image_size: int = 32, patch: int = 8) -> tuple[Any, Any]:
     )
     cfg = LlavaOnevisionConfig(
         vision_config=dict(
-            model_type="siglip_vision_model", **_VISION, image_size=image_size, patch_size=patch, vision_use_head=False
+            model_type="siglip_vision_model",
+            **_VISION,
+            image_size=image_size,
+            patch_size=patch,
+            vision_use_head=False,
         ),
         text_config=_text(tok, "qwen2"),
         image_token_index=proc.image_token_id,
@@ -517,13 +538,21 @@ def _gemma3(image_size: int = 32, patch: int = 8) -> tuple[Any, Any]:
     )
     ip = Gemma3ImageProcessorPil(size={"height": image_size, "width": image_size})
     n_tokens = ((image_size // patch) // 2) ** 2
-    template = "{{ bos_token }}" + chat_template("<start_of_image>", "<start_of_turn>", "<end_of_turn>", "user", "model")
-    proc = Gemma3Processor(image_processor=ip, tokenizer=tok, image_seq_length=n_tokens, chat_template=template)
+    template = "{{ bos_token }}" + chat_template(
+        "<start_of_image>", "<start_of_turn>", "<end_of_turn>", "user", "model"
+    )
+    proc = Gemma3Processor(
+        image_processor=ip, tokenizer=tok, image_seq_length=n_tokens, chat_template=template
+    )
     c = tok.convert_tokens_to_ids
     cfg = Gemma3Config(
         text_config=_text(tok, "gemma3_text", head_dim=16, sliding_window=8, query_pre_attn_scalar=16),
         vision_config=dict(
-            model_type="siglip_vision_model", **_VISION, image_size=image_size, patch_size=patch, vision_use_head=False
+            model_type="siglip_vision_model",
+            **_VISION,
+            image_size=image_size,
+            patch_size=patch,
+            vision_use_head=False,
         ),
         mm_tokens_per_image=n_tokens,
         boi_token_index=c(image[0]),

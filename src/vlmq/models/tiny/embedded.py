@@ -138,7 +138,6 @@ def make_size(
     return size
 
 
-
 def build_tiny_pretrain(size: dict[str, Any], corpus: list[str], seed: int) -> tuple[torch.nn.Module, Any]:
     """A fresh Idefics3 of ``size`` (see :data:`TINY_SIZE`) and its processor (tokenizer on ``corpus``)."""
     from transformers import AutoModelForImageTextToText
@@ -160,4 +159,3 @@ def build_tiny_pretrain(size: dict[str, Any], corpus: list[str], seed: int) -> t
     model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.bos_token_id = tok.bos_token_id
     return model, proc
-

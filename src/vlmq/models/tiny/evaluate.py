@@ -264,4 +264,3 @@ def heldout_report(
     heldout = render_scenes(heldout_seeds(n_per_domain, domains), progress=progress, desc="render held-out")
     acc = evaluate_captions(folder, heldout, progress=progress)
     return acc, dict(Counter(s.domain for s in heldout))
-

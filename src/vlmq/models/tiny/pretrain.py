@@ -144,7 +144,9 @@ def pretrain_tiny(
     # env images; the tokenizer sees the first 1000 scenes' captions
     pairs = scene_seeds(num_scenes, seed, domains)
     scenes: list[Scene] = []
-    for k in progress_bar(range(0, len(pairs), 1000), desc="render train scenes", disable=not progress, leave=False):
+    for k in progress_bar(
+        range(0, len(pairs), 1000), desc="render train scenes", disable=not progress, leave=False
+    ):
         part = render_scenes(pairs[k : k + 1000])
         if not scenes:
             corpus = [f"{q} {c}" for s in part for q, c in scene_captions(s)]
@@ -189,7 +191,9 @@ def pretrain_tiny(
 
     model.train()
     t_start = time.time()
-    bar = progress_bar(range(start, steps), desc="pretrain tiny", disable=not progress, initial=start, total=steps)
+    bar = progress_bar(
+        range(start, steps), desc="pretrain tiny", disable=not progress, initial=start, total=steps
+    )
     for step in bar:
         t_step = time.time()
         for g in opt.param_groups:

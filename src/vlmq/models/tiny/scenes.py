@@ -266,7 +266,9 @@ def render_scenes(
     """Render ``(domain, seed)`` pairs (deterministic)."""
     renderer = SceneRenderer()
     try:
-        return [renderer.render(d, s) for d, s in progress_bar(pairs, desc=desc, disable=not progress, leave=False)]
+        return [
+            renderer.render(d, s)
+            for d, s in progress_bar(pairs, desc=desc, disable=not progress, leave=False)
+        ]
     finally:
         renderer.close()
-

@@ -29,10 +29,18 @@ LLAVA_TEMPLATE = (
 def chat_template(image: str, start: str, end: str, user: str = "user", assistant: str = "assistant") -> str:
     """A one-image-per-user-turn chat template: ``{start}{role}\\n...{end}\\n`` per message."""
     return (
-        "{% for m in messages %}" + start + "{{ '" + assistant + "' if m['role'] == 'assistant' else '" + user
+        "{% for m in messages %}"
+        + start
+        + "{{ '"
+        + assistant
+        + "' if m['role'] == 'assistant' else '"
+        + user
         + "' }}\n{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for c in m['content'] %}"
         "{% if c['type'] == 'image' %}" + image + "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}"
-        "{% endfor %}{% endif %}" + end + "\n{% endfor %}{% if add_generation_prompt %}" + start + assistant
+        "{% endfor %}{% endif %}"
+        + end
+        + "\n{% endfor %}{% if add_generation_prompt %}"
+        + start
+        + assistant
         + "\n{% endif %}"
     )
-

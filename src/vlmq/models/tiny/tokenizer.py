@@ -59,4 +59,3 @@ def make_tokenizer(
     )
     tok.train_from_iterator(domain_corpus() if corpus is None else corpus, trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, **named_specials)
-
