@@ -8,8 +8,20 @@ bootstrap from.
 :class:`OfflineStream` walks a store in a seeded order, holding one *buffer* of shards in memory (at
 most ``buffer_turns`` turns, or one shard if a shard is larger) and shuffling turns within it; its
 cursor (epoch, buffer, position, shard count, seed) is all the state there is, so a saved cursor
-resumes the exact same stream. :func:`make_batch` tokenises samples with ``policy.encode`` into a
-:class:`TrainBatch`.
+resumes the exact same stream. With ``segment_turns = K > 1`` it shuffles *segments* instead of turns:
+each episode is cut into runs of up to ``K`` consecutive turns (turns ``0..K-1``, ``K..2K-1``, ...),
+and the turns of a segment follow each other in the stream (see :func:`episode_segments`).
+:func:`make_batch` tokenises samples with ``policy.encode`` into a :class:`TrainBatch`.
+
+**Linked next states.** ``V'(s_{t+1}^0)`` is the target critic's value at the state before the first
+response token of the next turn, i.e. at the last prompt position of the next observation. When that
+observation (same image bytes, same prompt text) is itself a row of the batch with a response,
+``make_batch(..., link=True)`` points the turn at that row (``TrainBatch.next_row``) and the loss reads
+the value from that row's first response state in the main pass (detached); only the next observations
+of no row go through the separate gradient-free bootstrap pass. By causality the hidden state at the
+last prompt position depends only on the prompt tokens and the image, which ``encode`` tokenises the
+same way in both layouts, so both give the same value (to float rounding). Batches of segments of
+consecutive turns need a bootstrap row only for each segment's last turn.
 
 The policy contract (docs/design.md): ``encode(images, prompts, responses)`` returns right-padded
 tensors with ``input_ids``, ``attention_mask`` and ``response_mask`` (plus vision inputs);
@@ -58,6 +70,8 @@ class TurnSample:
     where: str = "dataset"
     response_ids: list[int] | None = None
     response_finished: bool | None = None
+    episode_id: str | None = None
+    turn: int | None = None
 
 
 @dataclass
@@ -66,7 +80,9 @@ class TrainBatch:
 
     ``rewards``/``terminated``/``truncated``/``has_next`` are ``[B]``; ``next_index[b]`` is the row of
     ``next_inputs`` holding turn ``b``'s next observation, -1 if none (``next_inputs`` is ``None`` when
-    no row has one).
+    no row has one); ``next_row[b]`` is the row of this batch whose first response state is turn
+    ``b``'s next state (a *linked* next observation, see the module docstring), -1 if none (``None``:
+    linking was off). A turn with a next state has exactly one of the two.
     """
 
     inputs: dict[str, torch.Tensor]
@@ -76,6 +92,7 @@ class TrainBatch:
     has_next: torch.Tensor
     next_inputs: dict[str, torch.Tensor] | None
     next_index: torch.Tensor
+    next_row: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.rewards.shape[0])
@@ -112,19 +129,68 @@ def samples_from_rows(rows: Iterable[dict[str, Any]], where: str = "dataset") ->
                 where=f"{where}: episode {ep} turn {t}",
                 response_ids=r.get("response_ids"),
                 response_finished=r.get("response_finished"),
+                episode_id=str(ep),
+                turn=int(t),
             )
         )
     return out
 
 
-def make_batch(policy: Any, samples: Sequence[TurnSample]) -> TrainBatch:
+def episode_segments(samples: Sequence[TurnSample], segment_turns: int) -> list[list[int]]:
+    """Indices of ``samples`` cut into segments: runs of up to ``segment_turns`` consecutive turns of one
+    episode, in order (turns ``0..K-1``, ``K..2K-1``, ... of each episode, the last one shorter).
+
+    ``samples`` are as :func:`samples_from_rows` returns them (each episode's turns together, sorted);
+    a segment ends where the episode changes or a turn is missing, so it never crosses an episode.
+    With ``segment_turns = 1`` every turn is its own segment."""
+    k = max(1, int(segment_turns))
+    segments: list[list[int]] = []
+    for i, s in enumerate(samples):
+        prev = samples[i - 1] if i else None
+        follows = (
+            prev is not None
+            and s.episode_id is not None
+            and prev.episode_id == s.episode_id
+            and prev.turn is not None
+            and s.turn == prev.turn + 1
+        )
+        if follows and len(segments[-1]) < k:
+            segments[-1].append(i)
+        else:
+            segments.append([i])
+    return segments
+
+
+def link_rows(samples: Sequence[TurnSample], response_mask: torch.Tensor) -> torch.Tensor:
+    """``next_row [B]``: for each turn with a next observation, a row of the batch whose observation is
+    that next observation (same prompt text and image bytes) and which has at least one response token,
+    so its first response state is the next state; -1 where there is none (see the module docstring)."""
+    has_response = response_mask.bool().any(1).tolist()
+    rows: dict[tuple[str, bytes], int] = {}
+    for j, s in enumerate(samples):
+        if has_response[j]:
+            rows.setdefault((s.prompt, s.image), j)
+    next_row = torch.full((len(samples),), -1, dtype=torch.long)
+    for i, s in enumerate(samples):
+        if s.next_image is not None and s.next_prompt is not None:
+            next_row[i] = rows.get((s.next_prompt, s.next_image), -1)
+    return next_row
+
+
+def make_batch(policy: Any, samples: Sequence[TurnSample], link: bool = False) -> TrainBatch:
     """Decode images and tokenise ``samples`` with ``policy.encode`` (see :class:`TrainBatch`); turns
-    with stored ``response_ids`` are encoded from those ids, the others from their text."""
+    with stored ``response_ids`` are encoded from those ids, the others from their text.
+
+    ``link``: read the next state's value from a row of the batch where one holds that observation
+    (``next_row``) and bootstrap only the others; off: every next observation is bootstrapped (the
+    learner links when ``segment_turns > 1``)."""
     images = [decode_png(s.image, s.where) for s in samples]
     ids = [s.response_ids for s in samples]
     extra = {"response_ids": ids} if any(x is not None for x in ids) else {}
     inputs = policy.encode(images, [s.prompt for s in samples], [s.response for s in samples], **extra)
-    with_next = [i for i, s in enumerate(samples) if s.next_image is not None]
+    next_row = link_rows(samples, inputs["response_mask"].cpu()) if link else None
+    linked = set() if next_row is None else {i for i, r in enumerate(next_row.tolist()) if r >= 0}
+    with_next = [i for i, s in enumerate(samples) if s.next_image is not None and i not in linked]
     next_index = torch.full((len(samples),), -1, dtype=torch.long)
     next_inputs = None
     if with_next:
@@ -136,9 +202,10 @@ def make_batch(policy: Any, samples: Sequence[TurnSample]) -> TrainBatch:
         rewards=torch.tensor([s.reward for s in samples], dtype=torch.float32),
         terminated=torch.tensor([s.terminated for s in samples], dtype=torch.bool),
         truncated=torch.tensor([s.truncated for s in samples], dtype=torch.bool),
-        has_next=next_index >= 0,
+        has_next=(next_index >= 0) | (next_row >= 0) if next_row is not None else next_index >= 0,
         next_inputs=next_inputs,
         next_index=next_index,
+        next_row=next_row,
     )
 
 
@@ -148,15 +215,21 @@ class OfflineStream:
     Epoch ``e`` uses the store's first ``num_shards`` shards (the count when the epoch began: shards
     appended later join the next epoch), visits them in the order ``permutation(seed, e)``, cuts that
     order into buffers of consecutive shards holding at most ``buffer_turns`` turns (at least one
-    shard), and visits each buffer's turns in the order ``permutation(seed, e, buffer)``. The cursor
+    shard), and visits each buffer's turns in the order ``permutation(seed, e, buffer)``. With
+    ``segment_turns > 1`` that permutation orders the buffer's segments (:func:`episode_segments`)
+    instead, and each segment's turns follow in turn order (a segment may be cut between two
+    :meth:`take` calls); with 1 the order is exactly the turn permutation. The cursor
     ``(epoch, buffer, pos, num_shards)`` plus the seed is the whole state: :meth:`state_dict` /
     :meth:`load_state_dict` resume the exact same stream.
     """
 
-    def __init__(self, store: EpisodeStore, seed: int = 0, buffer_turns: int = 2048) -> None:
+    def __init__(
+        self, store: EpisodeStore, seed: int = 0, buffer_turns: int = 2048, segment_turns: int = 1
+    ) -> None:
         self.store = store
         self.seed = int(seed)
         self.buffer_turns = int(buffer_turns)
+        self.segment_turns = max(1, int(segment_turns))
         self.epoch = 0
         self.buffer = 0
         self.pos = 0
@@ -204,7 +277,13 @@ class OfflineStream:
             shard = self._shards[i]
             samples += samples_from_rows(self.store.read_shard(shard, SAMPLE_COLUMNS), where=str(shard))
         self._samples = samples
-        self._order = np.random.default_rng([self.seed, self.epoch, self.buffer]).permutation(len(samples))
+        rng = np.random.default_rng([self.seed, self.epoch, self.buffer])
+        if self.segment_turns == 1:
+            self._order = rng.permutation(len(samples))
+        else:
+            segments = episode_segments(samples, self.segment_turns)
+            order = [i for k in rng.permutation(len(segments)) for i in segments[int(k)]]
+            self._order = np.asarray(order, dtype=np.int64)
         self._loaded = key
 
     def _next_epoch(self) -> None:
@@ -243,6 +322,7 @@ class OfflineStream:
             "num_shards": self.num_shards,
             "seed": self.seed,
             "buffer_turns": self.buffer_turns,
+            "segment_turns": self.segment_turns,
         }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
@@ -251,6 +331,7 @@ class OfflineStream:
         self.pos = int(state["pos"])
         self.seed = int(state.get("seed", self.seed))
         self.buffer_turns = int(state.get("buffer_turns", self.buffer_turns))
+        self.segment_turns = int(state.get("segment_turns", self.segment_turns))
         self._shards = self.store.shards()
         self.num_shards = int(state.get("num_shards", len(self._shards)))
         if self.num_shards > len(self._shards):

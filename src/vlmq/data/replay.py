@@ -7,6 +7,11 @@ a record of the run but are never sampled again, and are not held in memory). Ea
 ``round(online_fraction * n)`` of its turns uniformly from the window (once it holds any) and the
 rest from the offline stream. The window follows the online store as it grows on disk (also when
 other processes append to it: asynchronous collectors); only shards it has not read yet are read.
+
+With ``segment_turns = K > 1`` both parts come in *segments* of up to ``K`` consecutive turns of one
+episode (:func:`~vlmq.data.batches.episode_segments`): the offline stream shuffles segments, and the
+online part draws segments uniformly from the window (every turn is in exactly one segment, so each
+turn is still drawn with the same probability), the last one cut to fill the batch.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from vlmq.data.batches import SAMPLE_COLUMNS, OfflineStream, TurnSample, samples_from_rows
+from vlmq.data.batches import SAMPLE_COLUMNS, OfflineStream, TurnSample, episode_segments, samples_from_rows
 from vlmq.data.schema import Episode
 from vlmq.data.store import EpisodeStore
 
@@ -34,19 +39,24 @@ class ReplayStore:
         seed: int = 0,
         buffer_turns: int = 2048,
         follow: bool = True,
+        segment_turns: int = 1,
     ) -> None:
         if offline is None and online_fraction < 1.0:
             online_fraction = 1.0
         if not 0.0 <= online_fraction <= 1.0:
             raise ValueError("online_fraction must be in [0, 1]")
         self.online = EpisodeStore(online_dir, create=True)
-        self.offline_stream = OfflineStream(offline, seed, buffer_turns) if offline is not None else None
+        self.segment_turns = max(1, int(segment_turns))
+        self.offline_stream = (
+            OfflineStream(offline, seed, buffer_turns, self.segment_turns) if offline is not None else None
+        )
         self.capacity = capacity
         self.online_fraction = online_fraction
         self.seed = seed
         self.follow = follow
         """Re-list the online store before every :meth:`sample` (off: only on :meth:`refresh`)."""
         self._window: list[tuple[str, list[TurnSample]]] = []  # (shard name, samples) newest last
+        self._segments: list[list[TurnSample]] = []  # the window's segments (segment_turns > 1)
         self._episodes_in_window = 0
         self._seen: list[str] = []  # online shard names the window was built from
         self._cache: dict[str, list[tuple[str, list[TurnSample]]]] = {}  # shard name -> its episodes
@@ -58,6 +68,7 @@ class ReplayStore:
         ``max_shards`` shards if given (every process of a data-parallel run then sees the same ones).
         Shards already read are not read again."""
         window: list[tuple[str, list[TurnSample]]] = []
+        segments: list[list[TurnSample]] = []
         count = 0
         shards = self.online.shards()[:max_shards]
         for i in range(len(shards) - 1, -1, -1):
@@ -66,8 +77,15 @@ class ReplayStore:
             episodes = self._read_episodes(shards[i])
             kept = episodes[-(self.capacity - count) :]  # the newest episodes of this shard
             window.insert(0, (shards[i].name, [s for _, samples in kept for s in samples]))
+            if self.segment_turns > 1:
+                segments[:0] = [
+                    [samples[j] for j in seg]
+                    for _, samples in kept
+                    for seg in episode_segments(samples, self.segment_turns)
+                ]
             count += len(kept)
         self._window = window
+        self._segments = segments
         self._episodes_in_window = count
         self._seen = [p.name for p in shards]
         self._cache = {k: v for k, v in self._cache.items() if k in {n for n, _ in window}}
@@ -120,7 +138,8 @@ class ReplayStore:
     # ------------------------------------------------------------------ sampling
     def sample(self, n: int, rng: np.random.Generator) -> list[TurnSample]:
         """``n`` turns: ``round(online_fraction * n)`` uniformly from the online window (if any), the
-        rest from the offline stream (or also online when there is no offline data)."""
+        rest from the offline stream (or also online when there is no offline data); in segments when
+        ``segment_turns > 1`` (module docstring)."""
         if self.follow:
             self.refresh()
         online = self.online_samples()
@@ -130,8 +149,15 @@ class ReplayStore:
                 raise ValueError("replay is empty: no offline data and no online episodes yet")
             n_on = n
         out = self.offline_stream.take(n - n_on) if self.offline_stream is not None and n_on < n else []
-        if n_on:
+        if n_on and self.segment_turns == 1:
             out += [online[int(i)] for i in rng.integers(0, len(online), n_on)]
+        elif n_on:
+            picked: list[TurnSample] = []
+            for i in rng.integers(0, len(self._segments), n_on):  # at most n_on segments are needed
+                picked += self._segments[int(i)][: n_on - len(picked)]
+                if len(picked) == n_on:
+                    break
+            out += picked
         return out
 
     def state_dict(self) -> dict[str, Any]:

@@ -54,6 +54,12 @@ class TrainConfig:
     """Micro-batches per optimizer step. Global batch (turns per optimizer step) = ``batch_size *
     grad_accum * processes``; ``processes`` is set by ``accelerate launch --num_processes`` (1 without
     it). The same global batch on another number of processes gives the same steps (up to rounding)."""
+    segment_turns: int = 1
+    """Batches are filled with segments of up to this many consecutive turns of one episode (1: single
+    turns, shuffled). A turn whose next turn is in the same batch reads ``V'(s_{t+1}^0)`` from that row
+    of the main pass, so only each segment's last turn needs the bootstrap pass (same targets, cheaper
+    step; docs/design.md, "Segments of consecutive turns"). Default 1 until learning curves with
+    segments are checked."""
     steps: int = 200
     """Optimizer steps of offline training (``vlmq train`` without ``--data``: 0)."""
     warmup_steps: int = 10
@@ -201,7 +207,7 @@ stretches the cosine schedule from there on), bookkeeping and hardware. The rest
 RANGES: dict[str, dict[str, float]] = {
     # TrainConfig
     "seed": {"ge": 0}, "tau": {"gt": 0, "le": 1}, "lr": {"gt": 0}, "weight_decay": {"ge": 0},
-    "batch_size": {"ge": 1}, "grad_accum": {"ge": 1}, "steps": {"ge": 0}, "warmup_steps": {"ge": 0},
+    "batch_size": {"ge": 1}, "grad_accum": {"ge": 1}, "segment_turns": {"ge": 1}, "steps": {"ge": 0}, "warmup_steps": {"ge": 0},
     "lr_min_ratio": {"ge": 0, "le": 1}, "filter_warmup_steps": {"ge": 0}, "grad_clip": {"ge": 0},
     "lora_r": {"ge": 1}, "lora_alpha": {"gt": 0}, "critic_init_bias": {}, "critic_init_std": {"ge": 0},
     "max_new_tokens": {"ge": 1}, "log_every": {"ge": 1}, "eval_every": {"ge": 0}, "eval_episodes": {"ge": 0},

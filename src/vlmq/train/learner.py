@@ -136,15 +136,23 @@ class TrainData:
             cfg.online_fraction,
             seed=cfg.seed,
             follow=cfg.online_mode == "sync",  # async: the learner moves the window (same in all processes)
+            segment_turns=cfg.segment_turns,
         )
         self.rng = np.random.default_rng([cfg.seed, 1])
 
     def next_batch(self) -> Any:
         """This process's ``batch_size`` turns of the next global micro-batch. Every process draws the
         same ``batch_size * num_processes`` turns (same seeded stream, so a checkpoint's data cursor is
-        valid for all of them) and keeps every ``num_processes``-th, from its ``process_index`` on."""
-        samples = self.replay.sample(self.cfg.batch_size * self.num_processes, self.rng)
-        return make_batch(self.policy, samples[self.process_index :: self.num_processes])
+        valid for all of them) and keeps every ``num_processes``-th, from its ``process_index`` on; with
+        ``segment_turns > 1`` its own contiguous ``batch_size`` turns instead (segments stay together),
+        and next states held by a row of the batch are read from the main pass (``link``)."""
+        bs, segments = self.cfg.batch_size, self.cfg.segment_turns > 1
+        samples = self.replay.sample(bs * self.num_processes, self.rng)
+        if segments:
+            mine = samples[self.process_index * bs : (self.process_index + 1) * bs]
+        else:
+            mine = samples[self.process_index :: self.num_processes]
+        return make_batch(self.policy, mine, link=segments)
 
     def collect_online(self, round_idx: int) -> tuple[dict[str, float], list[str]]:
         """Collect one round of episodes with the current policy into the replay store; returns its

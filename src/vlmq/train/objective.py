@@ -2,9 +2,12 @@
 
 One backbone pass (:meth:`Policy.forward <vlmq.models.policy.Policy.forward>`) gives the final hidden
 states of every turn; only the states before each response token are gathered (``[B, L, H]``) before
-the vocabulary-sized heads run, so prompt positions cost nothing beyond the backbone. A second,
-gradient-free ``forward`` over the *next* observations' prompts gives the turn-boundary bootstrap value
-``V'(s_{t+1}^0)``. Both go through ``forward``, so a data-parallel wrapper of the policy works alike.
+the vocabulary-sized heads run, so prompt positions cost nothing beyond the backbone. The turn-boundary
+bootstrap value ``V'(s_{t+1}^0)`` of a turn whose next observation is a row of the batch
+(``batch.next_row``, :func:`~vlmq.data.batches.make_batch` with ``link``) is read from that row's first
+response state in this pass (target head, detached); a second, gradient-free ``forward`` over the
+other next observations' prompts (``batch.next_inputs``) gives the rest. Both go through ``forward``,
+so a data-parallel wrapper of the policy works alike.
 """
 
 from __future__ import annotations
@@ -59,7 +62,8 @@ def compute_loss(policy: Any, batch: Any, cfg: AFSFTConfig, use_target: bool = T
     ``policy`` is a :class:`~vlmq.models.policy.Policy` or its data-parallel wrapper (both passes call
     ``policy(inputs, positions)``). ``batch`` has ``inputs`` (training layout, with ``response_mask``),
     ``rewards``, ``terminated``, ``has_next``, ``next_inputs`` and ``next_index`` (row -> row of
-    ``next_inputs``, -1 for none).
+    ``next_inputs``, -1 for none), and optionally ``next_row`` (row -> row of the batch whose first
+    response state is the next state, -1 for none).
     """
     inputs = batch.inputs
     ids = inputs["input_ids"]
@@ -73,10 +77,17 @@ def compute_loss(policy: Any, batch: Any, cfg: AFSFTConfig, use_target: bool = T
     has_next = batch.has_next.to(device).bool()
     next_index = batch.next_index.to(device).long()
     next_value = torch.zeros(mask.shape[0], device=device)
-    if bool(has_next.any()):
+    boot = has_next & (next_index >= 0)
+    if batch.next_inputs is not None and bool(boot.any()):
         v_next = next_state_values(policy, batch.next_inputs, use_target)
-        ok = has_next & (next_index >= 0)
-        next_value[ok] = v_next[next_index[ok]].float()
+        next_value[boot] = v_next[next_index[boot]].float()
+    next_row = getattr(batch, "next_row", None)
+    if next_row is not None:
+        next_row = next_row.to(device).long()
+        linked = has_next & (next_row >= 0)
+        if bool(linked.any()):  # the state before the linked row's first response token, as bootstrapped
+            v_rows = state_values(logits[:, 0].detach(), q_target[:, 0].detach())
+            next_value[linked] = v_rows[next_row[linked]].float()
     return afsft_loss(
         logits,
         q,
