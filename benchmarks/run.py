@@ -10,7 +10,11 @@ Sections (each ratio's baseline is measured in the same run, interleaved, median
   pass, actor + critic + target heads at response positions, gradient-free bootstrap pass over the
   next observations, backward, AdamW) against a plain SFT step (backbone pass, LM head, token
   cross-entropy, backward, AdamW) on the same batch of real NumberLine turns; tokens/s of both. (SFT
-  *in vlmq* is the AFSFT path with the filter off, so its step costs what AFSFT's does.)
+  *in vlmq* is the AFSFT path with the filter off, so its step costs what AFSFT's does.) Then the same
+  on a batch of *segments* of consecutive turns (``--segments`` x ``--segment-turns``, e.g. 2 x 4 for
+  batch 8, as ``TrainConfig.segment_turns`` samples them): the AFSFT step with linked next states
+  (``make_batch(link=True)``: only each segment's last turn is bootstrapped), the AFSFT step with the
+  bootstrap pass over every next observation (the old path) and the SFT step, all three interleaved.
 - ``policy``: critic-head overhead and image-feature cache on a bare forward+backward, and batched
   KV-cached generation against one-prompt-at-a-time generation (``policy_cost.bench_model``; both
   use ``transformers``' own ``generate``, so there is no third loop to compare).
@@ -24,6 +28,8 @@ Sections (each ratio's baseline is measured in the same run, interleaved, median
   learner): wall time and online episodes per second (collector start-up included). Off by default:
   on a 2-core CPU the learner, the collector and their thread pools compete for the same cores (one
   attempt took over 10 minutes with another job running), so it measures contention, not overlap.
+
+``--sections learner,policy`` runs only those sections (``online`` still needs ``--online``).
 
 Writes ``benchmarks/results/suite.json`` and ``benchmarks/results/suite.md``.
 """
@@ -64,6 +70,29 @@ def numberline_batch(policy: Any, n: int) -> Any:
         collect("gym_cards/NumberLine", "random", max(4, n), out=Path(d) / "ds", show_progress=False)
         rows = list(EpisodeStore(Path(d) / "ds").iter_turns())
     return make_batch(policy, samples_from_rows(rows)[:n])
+
+
+def numberline_segments(n_segments: int, segment_turns: int) -> list[Any]:
+    """``n_segments`` segments of ``segment_turns`` consecutive turns of real NumberLine episodes
+    (random policy), each from another episode and each followed by one more turn (so its last turn
+    needs a bootstrap value, the common case), as training samples in segment order."""
+    from vlmq.data.batches import episode_segments, samples_from_rows
+    from vlmq.data.store import EpisodeStore
+    from vlmq.rollout import collect
+
+    with tempfile.TemporaryDirectory() as d:
+        collect("gym_cards/NumberLine", "random", 64, out=Path(d) / "ds", show_progress=False)
+        samples = samples_from_rows(EpisodeStore(Path(d) / "ds").iter_turns())
+    chosen: list[Any] = []
+    episodes: set[str | None] = set()
+    for seg in episode_segments(samples, segment_turns):
+        last = samples[seg[-1]]
+        if len(seg) == segment_turns and last.next_image is not None and last.episode_id not in episodes:
+            chosen += [samples[i] for i in seg]
+            episodes.add(last.episode_id)
+        if len(episodes) == n_segments:
+            return chosen
+    raise RuntimeError(f"fewer than {n_segments} NumberLine episodes with {segment_turns + 1} turns")
 
 
 def sft_loss(policy: Any, batch: Any) -> torch.Tensor:
@@ -109,6 +138,53 @@ def bench_learner(policy: Any, batch_size: int, reps: int) -> dict[str, Any]:
         "afsft_over_sft": round(t["afsft"] / t["sft"], 3),
         "afsft_tokens_per_s": round(tokens / t["afsft"], 1),
         "sft_tokens_per_s": round(tokens / t["sft"], 1),
+    }
+
+
+def bench_learner_segments(policy: Any, n_segments: int, segment_turns: int, reps: int) -> dict[str, Any]:
+    """AFSFT with linked next states, AFSFT with the bootstrap pass over every next observation, and
+    SFT, interleaved, on one batch of ``n_segments`` segments of ``segment_turns`` turns."""
+    from vlmq.algo.afsft import AFSFTConfig
+    from vlmq.data.batches import make_batch
+    from vlmq.train.objective import compute_loss
+
+    samples = numberline_segments(n_segments, segment_turns)
+    linked, boot = make_batch(policy, samples, link=True), make_batch(policy, samples, link=False)
+    opt = torch.optim.AdamW(policy.trainable_parameters(), lr=1e-6)
+    cfg = AFSFTConfig(filter="binary")
+    policy.train()
+
+    def step(loss_fn: Any) -> None:
+        opt.zero_grad(set_to_none=True)
+        loss_fn().backward()
+        opt.step()
+
+    t = _time(
+        {
+            "linked": lambda: step(lambda: compute_loss(policy, linked, cfg).loss),
+            "bootstrap": lambda: step(lambda: compute_loss(policy, boot, cfg).loss),
+            "sft": lambda: step(lambda: sft_loss(policy, linked)),
+        },
+        reps,
+        policy.device,
+    )
+    tokens = int(linked.inputs["attention_mask"].sum())
+
+    def rows(b: Any) -> int:
+        return 0 if b.next_inputs is None else int(b.next_inputs["input_ids"].shape[0])
+
+    return {
+        "batch": len(samples),
+        "segments": f"{n_segments} x {segment_turns}",
+        "tokens_per_batch": tokens,
+        "bootstrap_rows_linked": rows(linked),
+        "bootstrap_rows_old": rows(boot),
+        "linked_step_s": round(t["linked"], 4),
+        "bootstrap_step_s": round(t["bootstrap"], 4),
+        "sft_step_s": round(t["sft"], 4),
+        "linked_over_sft": round(t["linked"] / t["sft"], 3),
+        "bootstrap_over_sft": round(t["bootstrap"] / t["sft"], 3),
+        "linked_tokens_per_s": round(tokens / t["linked"], 1),
     }
 
 
@@ -215,8 +291,16 @@ def markdown(res: dict[str, Any]) -> str:
     for name, r in res["learner"].items():
         lines.append(f"| {name} | {r['batch']} | {r['afsft_step_s']} | {r['sft_step_s']} | "
                      f"{r['afsft_over_sft']} | {r['afsft_tokens_per_s']} |")  # fmt: skip
-    lines += ["", "| policy | critic head overhead (fwd+bwd) | feature cache speed-up | "
-              "batched / one-at-a-time generation (tok/s) | batched tok/s |", "|---|---|---|---|---|"]  # fmt: skip
+    for name, r in res.get("learner_segments", {}).items():
+        lines.append(f"| {name}, {r['segments']} segments, linked ({r['bootstrap_rows_linked']} bootstrap rows) | "
+                     f"{r['batch']} | {r['linked_step_s']} | {r['sft_step_s']} | {r['linked_over_sft']} | "
+                     f"{r['linked_tokens_per_s']} |")  # fmt: skip
+        lines.append(f"| {name}, same batch, bootstrap pass ({r['bootstrap_rows_old']} rows, old path) | "
+                     f"{r['batch']} | {r['bootstrap_step_s']} | {r['sft_step_s']} | {r['bootstrap_over_sft']} | "
+                     f"{round(r['tokens_per_batch'] / r['bootstrap_step_s'], 1)} |")  # fmt: skip
+    if res["policy"]:
+        lines += ["", "| policy | critic head overhead (fwd+bwd) | feature cache speed-up | "
+                  "batched / one-at-a-time generation (tok/s) | batched tok/s |", "|---|---|---|---|---|"]  # fmt: skip
     for name, r in res["policy"].items():
         lines.append(f"| {name} | {r['critic_overhead_ratio']} | {r['feature_cache_speedup']} | "
                      f"{r['gen_batching_speedup']} | {r['gen_batched_tokens_per_s']} |")  # fmt: skip
@@ -241,7 +325,12 @@ def markdown(res: dict[str, Any]) -> str:
         lines.append(
             f"| async / sync | {o['async_over_sync_wall']} | | {o['async_over_sync_episodes_per_s']} |"
         )
-    lines += ["", "| memory (2 AFSFT steps) | batch | peak RSS MiB | peak CUDA MiB |", "|---|---|---|---|"]
+    if res["memory"]:
+        lines += [
+            "",
+            "| memory (2 AFSFT steps) | batch | peak RSS MiB | peak CUDA MiB |",
+            "|---|---|---|---|",
+        ]
     for name, r in res["memory"].items():
         cuda = f"{r['peak_cuda_mib']:.0f}" if r["peak_cuda_mib"] is not None else "-"
         lines.append(f"| {name} | {r['batch']} | {r['peak_rss_mib']:.0f} | {cuda} |")
@@ -256,6 +345,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--big-batch", type=int, default=2)
     ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--segments", type=int, default=2, help="segments in the learner's segment batch")
+    ap.add_argument("--segment-turns", type=int, default=4, help="turns per segment")
+    ap.add_argument("--sections", default="learner,policy,memory,envs",
+                    help="comma-separated sections to run (learner, policy, memory, envs)")  # fmt: skip
     ap.add_argument("--episodes", type=int, default=300, help="env episodes (Gym Cards, BabyAI)")
     ap.add_argument("--miniwob-episodes", type=int, default=60)
     ap.add_argument("--workers", default="1,2,4")
@@ -269,17 +362,27 @@ def main() -> None:
     t0 = time.time()
     torch.manual_seed(0)
     models = [("tiny", args.batch, args.reps)] + ([("smolvlm-sized", args.big_batch, 2)] if args.full else [])
-    res: dict[str, Any] = {"learner": {}, "policy": {}, "memory": {}}
+    sections = set(args.sections.split(","))
+    if unknown := sections - {"learner", "policy", "memory", "envs"}:
+        ap.error(f"unknown sections {sorted(unknown)}")
+    res: dict[str, Any] = {"learner": {}, "learner_segments": {}, "policy": {}, "memory": {}}
     for name, batch, reps in models:
         policy = load_policy(name, args.device, args.dtype)
-        res["learner"][name] = bench_learner(policy, batch, reps)
-        print(f"[learner {name}] {json.dumps(res['learner'][name])}", flush=True)
-        px = 512 if name == "smolvlm-sized" else 128
-        res["policy"][name] = bench_model(name, policy, batch, reps, 16, px)
+        if "learner" in sections:
+            res["learner"][name] = bench_learner(policy, batch, reps)
+            print(f"[learner {name}] {json.dumps(res['learner'][name])}", flush=True)
+            if name == "tiny":
+                seg = bench_learner_segments(policy, args.segments, args.segment_turns, reps)
+                res["learner_segments"][name] = seg
+                print(f"[learner segments {name}] {json.dumps(seg)}", flush=True)
+        if "policy" in sections:
+            px = 512 if name == "smolvlm-sized" else 128
+            res["policy"][name] = bench_model(name, policy, batch, reps, 16, px)
         del policy
-        res["memory"][name] = bench_memory(name, args.device, args.dtype, batch)
-        print(f"[memory {name}] {json.dumps(res['memory'][name])}", flush=True)
-    if not args.skip_envs:
+        if "memory" in sections:
+            res["memory"][name] = bench_memory(name, args.device, args.dtype, batch)
+            print(f"[memory {name}] {json.dumps(res['memory'][name])}", flush=True)
+    if not args.skip_envs and "envs" in sections:
         res["envs"] = bench_envs(
             args.episodes, args.miniwob_episodes, [int(w) for w in args.workers.split(",")]
         )
