@@ -11,8 +11,8 @@ Sections (each ratio's baseline is measured in the same run, interleaved, median
   next observations, backward, AdamW) against a plain SFT step (backbone pass, LM head, token
   cross-entropy, backward, AdamW) on the same batch of real NumberLine turns; tokens/s of both. (SFT
   *in vlmq* is the AFSFT path with the filter off, so its step costs what AFSFT's does.) Then the same
-  on a batch of *segments* of consecutive turns (``--segments`` x ``--segment-turns``, e.g. 2 x 4 for
-  batch 8, as ``TrainConfig.segment_turns`` samples them): the AFSFT step with linked next states
+  on batches of *segments* of consecutive turns (``--segment-layouts``: 2 x 4 and 1 x 8 turns, as
+  ``TrainConfig.segment_turns`` samples them): the AFSFT step with linked next states
   (``make_batch(link=True)``: only each segment's last turn is bootstrapped), the AFSFT step with the
   bootstrap pass over every next observation (the old path) and the SFT step, all three interleaved.
 - ``policy``: critic-head overhead and image-feature cache on a bare forward+backward, and batched
@@ -40,6 +40,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,13 +54,38 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from policy_cost import _time, bench_model
+from policy_cost import _sync, bench_model
 
 RESULTS = Path(__file__).parent / "results"
 DOMAIN_TASKS = ("gym_cards/NumberLine", "gym_cards/Points24", "babyai/GoToLocal", "miniwob/click-button")
 
 
 # ----------------------------------------------------------------------------- learner
+def _time_steps(fns: dict[str, Any], reps: int, device: torch.device) -> dict[str, dict[str, float]]:
+    """Median wall and process-CPU seconds of each function over ``reps`` rounds (one warm-up each).
+    The functions alternate within a round, in an order rotated every round, so drifts of a shared
+    machine and any position effect hit all of them alike. On a CPU shared with other jobs the CPU
+    time is the steadier measure (wall time also counts waiting for a core); on CUDA only wall time
+    means anything."""
+    for fn in fns.values():
+        fn()
+    names = list(fns)
+    wall: dict[str, list[float]] = {k: [] for k in names}
+    cpu: dict[str, list[float]] = {k: [] for k in names}
+    for r in range(reps):
+        for k in names[r % len(names) :] + names[: r % len(names)]:
+            _sync(device)
+            t, c = time.perf_counter(), time.process_time()
+            fns[k]()
+            _sync(device)
+            wall[k].append(time.perf_counter() - t)
+            cpu[k].append(time.process_time() - c)
+    return {
+        "wall": {k: statistics.median(v) for k, v in wall.items()},
+        "cpu": {k: statistics.median(v) for k, v in cpu.items()},
+    }
+
+
 def numberline_batch(policy: Any, n: int) -> Any:
     """``n`` real NumberLine turns (random policy) as a training batch for ``policy``."""
     from vlmq.data.batches import make_batch, samples_from_rows
@@ -120,7 +146,7 @@ def bench_learner(policy: Any, batch_size: int, reps: int) -> dict[str, Any]:
         loss_fn().backward()
         opt.step()
 
-    t = _time(
+    both = _time_steps(
         {
             "afsft": lambda: step(lambda: compute_loss(policy, batch, cfg).loss),
             "sft": lambda: step(lambda: sft_loss(policy, batch)),
@@ -128,6 +154,7 @@ def bench_learner(policy: Any, batch_size: int, reps: int) -> dict[str, Any]:
         reps,
         policy.device,
     )
+    t, c = both["wall"], both["cpu"]
     tokens = int(batch.inputs["attention_mask"].sum())
     return {
         "batch": batch_size,
@@ -136,6 +163,7 @@ def bench_learner(policy: Any, batch_size: int, reps: int) -> dict[str, Any]:
         "afsft_step_s": round(t["afsft"], 4),
         "sft_step_s": round(t["sft"], 4),
         "afsft_over_sft": round(t["afsft"] / t["sft"], 3),
+        "afsft_over_sft_cpu": round(c["afsft"] / c["sft"], 3),
         "afsft_tokens_per_s": round(tokens / t["afsft"], 1),
         "sft_tokens_per_s": round(tokens / t["sft"], 1),
     }
@@ -159,7 +187,7 @@ def bench_learner_segments(policy: Any, n_segments: int, segment_turns: int, rep
         loss_fn().backward()
         opt.step()
 
-    t = _time(
+    both = _time_steps(
         {
             "linked": lambda: step(lambda: compute_loss(policy, linked, cfg).loss),
             "bootstrap": lambda: step(lambda: compute_loss(policy, boot, cfg).loss),
@@ -168,6 +196,7 @@ def bench_learner_segments(policy: Any, n_segments: int, segment_turns: int, rep
         reps,
         policy.device,
     )
+    t, c = both["wall"], both["cpu"]
     tokens = int(linked.inputs["attention_mask"].sum())
 
     def rows(b: Any) -> int:
@@ -184,6 +213,8 @@ def bench_learner_segments(policy: Any, n_segments: int, segment_turns: int, rep
         "sft_step_s": round(t["sft"], 4),
         "linked_over_sft": round(t["linked"] / t["sft"], 3),
         "bootstrap_over_sft": round(t["bootstrap"] / t["sft"], 3),
+        "linked_over_sft_cpu": round(c["linked"] / c["sft"], 3),
+        "bootstrap_over_sft_cpu": round(c["bootstrap"] / c["sft"], 3),
         "linked_tokens_per_s": round(tokens / t["linked"], 1),
     }
 
@@ -286,18 +317,19 @@ def markdown(res: dict[str, Any]) -> str:
     m = res["meta"]
     lines = [f"Machine: {m['machine']}, {m['cpus']} CPUs, torch {m['torch']}, device {m['device']} "
              f"({m['dtype']}), {m['threads']} threads; {m['wall_s']:.0f} s in all.", ""]  # fmt: skip
-    lines += ["| learner (NumberLine batch) | batch | AFSFT step s | SFT step s | AFSFT/SFT | AFSFT tok/s |",
-              "|---|---|---|---|---|---|"]  # fmt: skip
+    lines += ["| learner (NumberLine batch) | batch | AFSFT step s | SFT step s | AFSFT/SFT | AFSFT/SFT (CPU time) "
+              "| AFSFT tok/s |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, r in res["learner"].items():
-        lines.append(f"| {name} | {r['batch']} | {r['afsft_step_s']} | {r['sft_step_s']} | "
-                     f"{r['afsft_over_sft']} | {r['afsft_tokens_per_s']} |")  # fmt: skip
+        lines.append(f"| {name}, consecutive turns, bootstrap pass | {r['batch']} | {r['afsft_step_s']} | "
+                     f"{r['sft_step_s']} | {r['afsft_over_sft']} | {r['afsft_over_sft_cpu']} | "
+                     f"{r['afsft_tokens_per_s']} |")  # fmt: skip
     for name, r in res.get("learner_segments", {}).items():
-        lines.append(f"| {name}, {r['segments']} segments, linked ({r['bootstrap_rows_linked']} bootstrap rows) | "
+        lines.append(f"| {name.split()[0]}, {r['segments']} segments, linked ({r['bootstrap_rows_linked']} bootstrap rows) | "
                      f"{r['batch']} | {r['linked_step_s']} | {r['sft_step_s']} | {r['linked_over_sft']} | "
-                     f"{r['linked_tokens_per_s']} |")  # fmt: skip
-        lines.append(f"| {name}, same batch, bootstrap pass ({r['bootstrap_rows_old']} rows, old path) | "
+                     f"{r['linked_over_sft_cpu']} | {r['linked_tokens_per_s']} |")  # fmt: skip
+        lines.append(f"| {name.split()[0]}, same batch, bootstrap pass ({r['bootstrap_rows_old']} rows, old path) | "
                      f"{r['batch']} | {r['bootstrap_step_s']} | {r['sft_step_s']} | {r['bootstrap_over_sft']} | "
-                     f"{round(r['tokens_per_batch'] / r['bootstrap_step_s'], 1)} |")  # fmt: skip
+                     f"{r['bootstrap_over_sft_cpu']} | {round(r['tokens_per_batch'] / r['bootstrap_step_s'], 1)} |")  # fmt: skip
     if res["policy"]:
         lines += ["", "| policy | critic head overhead (fwd+bwd) | feature cache speed-up | "
                   "batched / one-at-a-time generation (tok/s) | batched tok/s |", "|---|---|---|---|---|"]  # fmt: skip
@@ -345,8 +377,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--big-batch", type=int, default=2)
     ap.add_argument("--reps", type=int, default=7)
-    ap.add_argument("--segments", type=int, default=2, help="segments in the learner's segment batch")
-    ap.add_argument("--segment-turns", type=int, default=4, help="turns per segment")
+    ap.add_argument("--segment-layouts", default="2x4,1x8",
+                    help="learner batches of segments, SEGMENTSxTURNS, comma-separated (tiny only)")  # fmt: skip
     ap.add_argument("--sections", default="learner,policy,memory,envs",
                     help="comma-separated sections to run (learner, policy, memory, envs)")  # fmt: skip
     ap.add_argument("--episodes", type=int, default=300, help="env episodes (Gym Cards, BabyAI)")
@@ -371,10 +403,11 @@ def main() -> None:
         if "learner" in sections:
             res["learner"][name] = bench_learner(policy, batch, reps)
             print(f"[learner {name}] {json.dumps(res['learner'][name])}", flush=True)
-            if name == "tiny":
-                seg = bench_learner_segments(policy, args.segments, args.segment_turns, reps)
-                res["learner_segments"][name] = seg
-                print(f"[learner segments {name}] {json.dumps(seg)}", flush=True)
+            for layout in args.segment_layouts.split(",") if name == "tiny" and args.segment_layouts else []:
+                n_seg, k = (int(x) for x in layout.split("x"))
+                seg = bench_learner_segments(policy, n_seg, k, reps)
+                res["learner_segments"][f"{name} {layout}"] = seg
+                print(f"[learner segments {name} {layout}] {json.dumps(seg)}", flush=True)
         if "policy" in sections:
             px = 512 if name == "smolvlm-sized" else 128
             res["policy"][name] = bench_model(name, policy, batch, reps, 16, px)
