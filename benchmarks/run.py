@@ -100,8 +100,10 @@ def numberline_batch(policy: Any, n: int) -> Any:
 
 def numberline_segments(n_segments: int, segment_turns: int) -> list[Any]:
     """``n_segments`` segments of ``segment_turns`` consecutive turns of real NumberLine episodes
-    (random policy), each from another episode and each followed by one more turn (so its last turn
-    needs a bootstrap value, the common case), as training samples in segment order."""
+    (random policy), each from another episode, as training samples in segment order. Each segment's
+    last turn has a next observation that no row of the batch holds (a random walk often comes back to
+    a state it was in, and ``make_batch`` links any row with the same observation): the linked batch
+    keeps one bootstrap row per segment, the case of segments cut from longer episodes."""
     from vlmq.data.batches import episode_segments, samples_from_rows
     from vlmq.data.store import EpisodeStore
     from vlmq.rollout import collect
@@ -110,12 +112,24 @@ def numberline_segments(n_segments: int, segment_turns: int) -> list[Any]:
         collect("gym_cards/NumberLine", "random", 64, out=Path(d) / "ds", show_progress=False)
         samples = samples_from_rows(EpisodeStore(Path(d) / "ds").iter_turns())
     chosen: list[Any] = []
+    held: set[tuple[str, bytes]] = set()  # observations of the chosen rows
+    ends: set[tuple[str | None, bytes | None]] = set()  # next observations of the chosen segments' ends
     episodes: set[str | None] = set()
     for seg in episode_segments(samples, segment_turns):
-        last = samples[seg[-1]]
-        if len(seg) == segment_turns and last.next_image is not None and last.episode_id not in episodes:
-            chosen += [samples[i] for i in seg]
-            episodes.add(last.episode_id)
+        rows = [samples[i] for i in seg]
+        keys = {(s.prompt, s.image) for s in rows}
+        end = (rows[-1].next_prompt, rows[-1].next_image)
+        if (
+            len(seg) == segment_turns
+            and rows[-1].next_image is not None
+            and rows[-1].episode_id not in episodes
+            and end not in held | keys
+            and not ends & keys
+        ):
+            chosen += rows
+            held |= keys
+            ends.add(end)
+            episodes.add(rows[-1].episode_id)
         if len(episodes) == n_segments:
             return chosen
     raise RuntimeError(f"fewer than {n_segments} NumberLine episodes with {segment_turns + 1} turns")
