@@ -338,7 +338,7 @@ def markdown(res: dict[str, Any]) -> str:
                      f"{r['sft_step_s']} | {r['afsft_over_sft']} | {r['afsft_over_sft_cpu']} | "
                      f"{r['afsft_tokens_per_s']} |")  # fmt: skip
     for name, r in res.get("learner_segments", {}).items():
-        lines.append(f"| {name.split()[0]}, {r['segments']} segments, linked ({r['bootstrap_rows_linked']} bootstrap rows) | "
+        lines.append(f"| {name.split()[0]}, {r['segments']} segments, linked ({r['bootstrap_rows_linked']} bootstrap row{'' if r['bootstrap_rows_linked'] == 1 else 's'}) | "
                      f"{r['batch']} | {r['linked_step_s']} | {r['sft_step_s']} | {r['linked_over_sft']} | "
                      f"{r['linked_over_sft_cpu']} | {r['linked_tokens_per_s']} |")  # fmt: skip
         lines.append(f"| {name.split()[0]}, same batch, bootstrap pass ({r['bootstrap_rows_old']} rows, old path) | "
