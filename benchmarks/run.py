@@ -19,6 +19,11 @@ Sections (each ratio's baseline is measured in the same run, interleaved, median
   (ratio to the single env) for Gym Cards NumberLine and MiniWoB++ click-button.
 - ``memory``: peak resident memory (and peak CUDA memory) of a process that loads the model and
   runs training steps, measured in a fresh subprocess.
+- ``peer``: vlmq's plain SFT step (with and without the image-feature cache) against TRL's
+  ``SFTTrainer`` on the same ``tiny`` model, LoRA, NumberLine turns and batch size, the steps
+  interleaved in one run (``trl_peer.py``); steps/s, tokens/s, ratios, versions. TRL is a
+  benchmark-only dependency (``pip install -e '.[bench]'``): without it the section records why it
+  was skipped.
 - ``online`` (only with ``--online``): the online phase of a ``tiny`` NumberLine run (the same rounds, steps and episodes per
   round) with synchronous rounds against asynchronous collection (one collector process beside the
   learner): wall time and online episodes per second (collector start-up included). Off by default:
@@ -48,30 +53,40 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from policy_cost import _time, bench_model
+from trl_peer import bench_peer
 
 RESULTS = Path(__file__).parent / "results"
+SECTIONS = ("learner", "policy", "memory", "peer", "envs")
 DOMAIN_TASKS = ("gym_cards/NumberLine", "gym_cards/Points24", "babyai/GoToLocal", "miniwob/click-button")
 
 
 # ----------------------------------------------------------------------------- learner
-def numberline_batch(policy: Any, n: int) -> Any:
-    """``n`` real NumberLine turns (random policy) as a training batch for ``policy``."""
-    from vlmq.data.batches import make_batch, samples_from_rows
+def numberline_samples(n: int) -> list[Any]:
+    """``n`` real NumberLine turns (random policy, seeded) as :class:`~vlmq.data.batches.TurnSample`."""
+    from vlmq.data.batches import samples_from_rows
     from vlmq.data.store import EpisodeStore
     from vlmq.rollout import collect
 
     with tempfile.TemporaryDirectory() as d:
         collect("gym_cards/NumberLine", "random", max(4, n), out=Path(d) / "ds", show_progress=False)
         rows = list(EpisodeStore(Path(d) / "ds").iter_turns())
-    return make_batch(policy, samples_from_rows(rows)[:n])
+    return samples_from_rows(rows)[:n]
 
 
-def sft_loss(policy: Any, batch: Any) -> torch.Tensor:
-    """Plain SFT: token cross-entropy of the response under the LM head (no critic, no bootstrap)."""
+def numberline_batch(policy: Any, n: int) -> Any:
+    """``n`` real NumberLine turns (random policy) as a training batch for ``policy``."""
+    from vlmq.data.batches import make_batch
+
+    return make_batch(policy, numberline_samples(n))
+
+
+def sft_loss(policy: Any, batch: Any, use_feature_cache: bool | None = None) -> torch.Tensor:
+    """Plain SFT: token cross-entropy of the response under the LM head (no critic, no bootstrap);
+    ``use_feature_cache`` as :meth:`Policy.hidden <vlmq.models.policy.Policy.hidden>`."""
     from vlmq.train.objective import gather_positions, response_positions
 
     state_pos, mask = response_positions(batch.inputs["response_mask"])
-    h = gather_positions(policy.hidden(batch.inputs), state_pos)
+    h = gather_positions(policy.hidden(batch.inputs, use_feature_cache), state_pos)
     actions = gather_positions(batch.inputs["input_ids"], state_pos + 1)
     logp = torch.log_softmax(policy.actor_logits(h).float(), -1).gather(-1, actions[..., None])[..., 0]
     return -(logp * mask).sum() / mask.sum().clamp(min=1)
@@ -210,14 +225,16 @@ def markdown(res: dict[str, Any]) -> str:
     m = res["meta"]
     lines = [f"Machine: {m['machine']}, {m['cpus']} CPUs, torch {m['torch']}, device {m['device']} "
              f"({m['dtype']}), {m['threads']} threads; {m['wall_s']:.0f} s in all.", ""]  # fmt: skip
-    lines += ["| learner (NumberLine batch) | batch | AFSFT step s | SFT step s | AFSFT/SFT | AFSFT tok/s |",
-              "|---|---|---|---|---|---|"]  # fmt: skip
-    for name, r in res["learner"].items():
+    if res.get("learner"):
+        lines += ["| learner (NumberLine batch) | batch | AFSFT step s | SFT step s | AFSFT/SFT | AFSFT tok/s |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+    for name, r in res.get("learner", {}).items():
         lines.append(f"| {name} | {r['batch']} | {r['afsft_step_s']} | {r['sft_step_s']} | "
                      f"{r['afsft_over_sft']} | {r['afsft_tokens_per_s']} |")  # fmt: skip
-    lines += ["", "| policy | critic head overhead (fwd+bwd) | feature cache speed-up | "
-              "batched / one-at-a-time generation (tok/s) | batched tok/s |", "|---|---|---|---|---|"]  # fmt: skip
-    for name, r in res["policy"].items():
+    if res.get("policy"):
+        lines += ["", "| policy | critic head overhead (fwd+bwd) | feature cache speed-up | "
+                  "batched / one-at-a-time generation (tok/s) | batched tok/s |", "|---|---|---|---|---|"]  # fmt: skip
+    for name, r in res.get("policy", {}).items():
         lines.append(f"| {name} | {r['critic_overhead_ratio']} | {r['feature_cache_speedup']} | "
                      f"{r['gen_batching_speedup']} | {r['gen_batched_tokens_per_s']} |")  # fmt: skip
     envs = res.get("envs") or {"steps_per_s": {}, "collection": {}}
@@ -241,11 +258,38 @@ def markdown(res: dict[str, Any]) -> str:
         lines.append(
             f"| async / sync | {o['async_over_sync_wall']} | | {o['async_over_sync_episodes_per_s']} |"
         )
-    lines += ["", "| memory (2 AFSFT steps) | batch | peak RSS MiB | peak CUDA MiB |", "|---|---|---|---|"]
-    for name, r in res["memory"].items():
+    if res.get("memory"):
+        lines += [
+            "",
+            "| memory (2 AFSFT steps) | batch | peak RSS MiB | peak CUDA MiB |",
+            "|---|---|---|---|",
+        ]
+    for name, r in res.get("memory", {}).items():
         cuda = f"{r['peak_cuda_mib']:.0f}" if r["peak_cuda_mib"] is not None else "-"
         lines.append(f"| {name} | {r['batch']} | {r['peak_rss_mib']:.0f} | {cuda} |")
+    if "peer" in res:
+        lines += ["", *peer_markdown(res["peer"])]
     return "\n".join(lines) + "\n"
+
+
+def peer_markdown(p: dict[str, Any]) -> list[str]:
+    """The ``peer`` table: vlmq's SFT step against TRL's ``SFTTrainer`` (or why it was skipped)."""
+    if "skipped" in p:
+        return [f"peer (vlmq SFT vs TRL SFTTrainer): skipped: {p['skipped']}"]
+    same = ", ".join(f"{k} {'same' if v else 'DIFFERENT'}" for k, v in p["same_work"].items())
+    lines = [f"| peer: SFT step, {p['model']}, batch {p['batch']} ({p['tokens_per_batch']} tokens), "
+             f"median of {p['reps']} | step s | steps/s | tokens/s | steps/s over TRL's |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for label, key in (("vlmq (image-feature cache, as it trains)", "vlmq"),
+                       ("vlmq (no feature cache)", "vlmq_no_cache")):  # fmt: skip
+        ratio = p["vlmq_over_trl"] if key == "vlmq" else p["vlmq_no_cache_over_trl"]
+        lines.append(f"| {label} | {p[key + '_step_s']} | {p[key + '_steps_per_s']} | "
+                     f"{p[key + '_tokens_per_s']} | {ratio} |")  # fmt: skip
+    lines.append(f"| TRL {p['versions']['trl']} SFTTrainer | {p['trl_step_s']} | {p['trl_steps_per_s']} | "
+                 f"{p['trl_tokens_per_s']} | 1.0 |")  # fmt: skip
+    lines += ["", f"Batch building (outside the step times): vlmq encode {p['vlmq_encode_s']} s, TRL "
+              f"collator {p['trl_collate_s']} s. TRL's batch against vlmq's: {same}."]  # fmt: skip
+    return lines
 
 
 def main() -> None:
@@ -259,27 +303,45 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=300, help="env episodes (Gym Cards, BabyAI)")
     ap.add_argument("--miniwob-episodes", type=int, default=60)
     ap.add_argument("--workers", default="1,2,4")
-    ap.add_argument("--skip-envs", action="store_true")
+    ap.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"comma-separated sections to run, of {','.join(SECTIONS)} (default: all)",
+    )
+    ap.add_argument("--skip-envs", action="store_true", help="leave out the envs section")
     ap.add_argument("--online", action="store_true", help="also the sync vs async online phase")
     ap.add_argument("--online-rounds", type=int, default=4)
     ap.add_argument("--online-steps", type=int, default=25)
     ap.add_argument("--online-episodes", type=int, default=16)
     ap.add_argument("--out", type=Path, default=RESULTS / "suite.json")
     args = ap.parse_args()
+    sections = {x.strip() for x in args.sections.split(",") if x.strip()}
+    if sections - set(SECTIONS):
+        ap.error(f"--sections: unknown {sorted(sections - set(SECTIONS))}; choose from {', '.join(SECTIONS)}")
+    if args.skip_envs:
+        sections.discard("envs")
     t0 = time.time()
     torch.manual_seed(0)
     models = [("tiny", args.batch, args.reps)] + ([("smolvlm-sized", args.big_batch, 2)] if args.full else [])
-    res: dict[str, Any] = {"learner": {}, "policy": {}, "memory": {}}
-    for name, batch, reps in models:
-        policy = load_policy(name, args.device, args.dtype)
-        res["learner"][name] = bench_learner(policy, batch, reps)
-        print(f"[learner {name}] {json.dumps(res['learner'][name])}", flush=True)
-        px = 512 if name == "smolvlm-sized" else 128
-        res["policy"][name] = bench_model(name, policy, batch, reps, 16, px)
-        del policy
-        res["memory"][name] = bench_memory(name, args.device, args.dtype, batch)
-        print(f"[memory {name}] {json.dumps(res['memory'][name])}", flush=True)
-    if not args.skip_envs:
+    res: dict[str, Any] = {k: {} for k in ("learner", "policy", "memory") if k in sections}
+    for name, batch, reps in models if sections & {"learner", "policy", "memory"} else []:
+        if sections & {"learner", "policy"}:
+            policy = load_policy(name, args.device, args.dtype)
+            if "learner" in sections:
+                res["learner"][name] = bench_learner(policy, batch, reps)
+                print(f"[learner {name}] {json.dumps(res['learner'][name])}", flush=True)
+            if "policy" in sections:
+                px = 512 if name == "smolvlm-sized" else 128
+                res["policy"][name] = bench_model(name, policy, batch, reps, 16, px)
+            del policy
+        if "memory" in sections:
+            res["memory"][name] = bench_memory(name, args.device, args.dtype, batch)
+            print(f"[memory {name}] {json.dumps(res['memory'][name])}", flush=True)
+    if "peer" in sections:  # the tiny model only: TRL's loop on the SmolVLM-sized model is slow on a CPU
+        res["peer"] = bench_peer(numberline_samples(args.batch), args.reps, sft_loss, "tiny", args.device,
+                                 args.dtype)  # fmt: skip
+        print(f"[peer] {json.dumps(res['peer'])}", flush=True)
+    if "envs" in sections:
         res["envs"] = bench_envs(
             args.episodes, args.miniwob_episodes, [int(w) for w in args.workers.split(",")]
         )
