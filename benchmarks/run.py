@@ -39,6 +39,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -53,7 +54,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from policy_cost import _time, bench_model
-from trl_peer import bench_peer
+from trl_peer import bench_peer, peer_markdown
 
 RESULTS = Path(__file__).parent / "results"
 SECTIONS = ("learner", "policy", "memory", "peer", "envs")
@@ -269,27 +270,7 @@ def markdown(res: dict[str, Any]) -> str:
         lines.append(f"| {name} | {r['batch']} | {r['peak_rss_mib']:.0f} | {cuda} |")
     if "peer" in res:
         lines += ["", *peer_markdown(res["peer"])]
-    return "\n".join(lines) + "\n"
-
-
-def peer_markdown(p: dict[str, Any]) -> list[str]:
-    """The ``peer`` table: vlmq's SFT step against TRL's ``SFTTrainer`` (or why it was skipped)."""
-    if "skipped" in p:
-        return [f"peer (vlmq SFT vs TRL SFTTrainer): skipped: {p['skipped']}"]
-    same = ", ".join(f"{k} {'same' if v else 'DIFFERENT'}" for k, v in p["same_work"].items())
-    lines = [f"| peer: SFT step, {p['model']}, batch {p['batch']} ({p['tokens_per_batch']} tokens), "
-             f"median of {p['reps']} | step s | steps/s | tokens/s | steps/s over TRL's |",
-             "|---|---|---|---|---|"]  # fmt: skip
-    for label, key in (("vlmq (image-feature cache, as it trains)", "vlmq"),
-                       ("vlmq (no feature cache)", "vlmq_no_cache")):  # fmt: skip
-        ratio = p["vlmq_over_trl"] if key == "vlmq" else p["vlmq_no_cache_over_trl"]
-        lines.append(f"| {label} | {p[key + '_step_s']} | {p[key + '_steps_per_s']} | "
-                     f"{p[key + '_tokens_per_s']} | {ratio} |")  # fmt: skip
-    lines.append(f"| TRL {p['versions']['trl']} SFTTrainer | {p['trl_step_s']} | {p['trl_steps_per_s']} | "
-                 f"{p['trl_tokens_per_s']} | 1.0 |")  # fmt: skip
-    lines += ["", f"Batch building (outside the step times): vlmq encode {p['vlmq_encode_s']} s, TRL "
-              f"collator {p['trl_collate_s']} s. TRL's batch against vlmq's: {same}."]  # fmt: skip
-    return lines
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)) + "\n"  # a left-out section leaves no gap
 
 
 def main() -> None:
@@ -354,6 +335,7 @@ def main() -> None:
         "device": args.device, "dtype": args.dtype, "threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
         "load_avg_at_start": os.getloadavg(), "wall_s": round(time.time() - t0, 1),
+        "process_cpu_s": round(time.process_time(), 1),  # over wall_s: this process's share of the CPU
     }  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2) + "\n")

@@ -231,3 +231,23 @@ def _median_collate(trainer: Any, policy: Any, samples: Sequence[Any], reps: int
         "trl_collate_s": round(statistics.median(t["trl"]), 4),
         "vlmq_encode_s": round(statistics.median(t["vlmq"]), 4),
     }
+
+
+def peer_markdown(p: dict[str, Any]) -> list[str]:
+    """The ``peer`` table: vlmq's SFT step against TRL's ``SFTTrainer`` (or why it was skipped)."""
+    if "skipped" in p:
+        return [f"peer (vlmq SFT vs TRL SFTTrainer): skipped: {p['skipped']}"]
+    same = ", ".join(f"{k} {'same' if v else 'DIFFERENT'}" for k, v in p["same_work"].items())
+    lines = [f"| peer: SFT step, {p['model']}, batch {p['batch']} ({p['tokens_per_batch']} tokens), "
+             f"median of {p['reps']} | step s | steps/s | tokens/s | steps/s over TRL's |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for label, key in (("vlmq (image-feature cache, as it trains)", "vlmq"),
+                       ("vlmq (no feature cache)", "vlmq_no_cache")):  # fmt: skip
+        ratio = p["vlmq_over_trl"] if key == "vlmq" else p["vlmq_no_cache_over_trl"]
+        lines.append(f"| {label} | {p[key + '_step_s']} | {p[key + '_steps_per_s']} | "
+                     f"{p[key + '_tokens_per_s']} | {ratio} |")  # fmt: skip
+    lines.append(f"| TRL {p['versions']['trl']} SFTTrainer | {p['trl_step_s']} | {p['trl_steps_per_s']} | "
+                 f"{p['trl_tokens_per_s']} | 1.0 |")  # fmt: skip
+    lines += ["", f"Batch building (outside the step times): vlmq encode {p['vlmq_encode_s']} s, TRL "
+              f"collator {p['trl_collate_s']} s. TRL's batch against vlmq's: {same}."]  # fmt: skip
+    return lines
