@@ -17,9 +17,13 @@ checkpointing, no mixed precision.
   token cross-entropy), backward, clipping, AdamW, scheduler, as ``vlmq.train.learner`` steps; once
   with the image-feature cache (as vlmq trains: a turn seen before skips the vision tower) and once
   without (the same compute as TRL's step).
+- ``vlmq train --filter none``: what vlmq's trainer runs for SFT, the AFSFT objective with the filter
+  off and ``critic_coef`` 0 (``compute_loss``: critic and target heads at response positions and the
+  gradient-free bootstrap pass over the next observations, both unused by the loss), image-feature
+  cache on, otherwise the same step.
 
 The vlmq steps run inside TRL's training loop (a callback at ``on_step_end``, outside TRL's timed
-window), so the three alternate step by step; the first ``warmup`` rounds are dropped, medians of the
+window), so the four alternate step by step; the first ``warmup`` rounds are dropped, medians of the
 rest. If ``trl`` is not importable the section is skipped with the reason recorded.
 """
 
@@ -80,9 +84,11 @@ def bench_peer(
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
+    from vlmq.algo.afsft import AFSFTConfig
     from vlmq.data.batches import make_batch
     from vlmq.data.schema import decode_png
     from vlmq.models.policy import Policy, to_pil
+    from vlmq.train.objective import compute_loss
 
     torch.manual_seed(0)
     policy = Policy.from_pretrained(model, dtype=dtype, device=device, lora_lm_head=False)
@@ -101,9 +107,15 @@ def bench_peer(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     policy.train()
 
-    def vlmq_step(cache: bool) -> None:
+    sft_cfg = AFSFTConfig.for_filter("none")
+
+    def vlmq_step(cache: bool | None) -> None:
+        """The plain SFT loss with the feature cache on/off; ``None``: ``vlmq train --filter none``."""
         opt.zero_grad(set_to_none=True)
-        loss = sft_loss(policy, batch, use_feature_cache=cache)
+        if cache is None:
+            loss = compute_loss(policy, batch, sft_cfg).loss
+        else:
+            loss = sft_loss(policy, batch, use_feature_cache=cache)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], 1.0)
         opt.step()
@@ -118,7 +130,7 @@ def bench_peer(
         for s in samples
     ]  # fmt: skip
     base, proc = Policy._load_base(pcfg.base_model, pcfg)
-    times: dict[str, list[float]] = {"trl": [], "vlmq": [], "vlmq_no_cache": []}
+    times: dict[str, list[float]] = {"trl": [], "vlmq": [], "vlmq_no_cache": [], "vlmq_train_sft": []}
     rounds = warmup + reps
     from transformers import TrainerCallback
 
@@ -132,7 +144,7 @@ def bench_peer(
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             _sync(dev)
             times["trl"].append(time.perf_counter() - self.t0)
-            for name, cache in (("vlmq", True), ("vlmq_no_cache", False)):
+            for name, cache in (("vlmq", True), ("vlmq_no_cache", False), ("vlmq_train_sft", None)):
                 t = time.perf_counter()
                 vlmq_step(cache)
                 _sync(dev)
@@ -187,8 +199,15 @@ def bench_peer(
         "vlmq_tokens_per_s": round(tokens / med["vlmq"], 1),
         "vlmq_no_cache_tokens_per_s": round(tokens / med["vlmq_no_cache"], 1),
         "trl_tokens_per_s": round(trl_tokens / med["trl"], 1),
+        "vlmq_train_sft_step_s": round(med["vlmq_train_sft"], 4),
+        "vlmq_train_sft_steps_per_s": round(1 / med["vlmq_train_sft"], 3),
+        "vlmq_train_sft_tokens_per_s": round(tokens / med["vlmq_train_sft"], 1),
+        "next_obs_tokens_per_batch": int(batch.next_inputs["attention_mask"].sum())
+        if batch.next_inputs
+        else 0,
         "vlmq_over_trl": round(med["trl"] / med["vlmq"], 3),
         "vlmq_no_cache_over_trl": round(med["trl"] / med["vlmq_no_cache"], 3),
+        "vlmq_train_sft_over_trl": round(med["trl"] / med["vlmq_train_sft"], 3),
         **t_collate,
         "threads": torch.get_num_threads(),
         "versions": _versions(),
@@ -241,9 +260,12 @@ def peer_markdown(p: dict[str, Any]) -> list[str]:
     lines = [f"| peer: SFT step, {p['model']}, batch {p['batch']} ({p['tokens_per_batch']} tokens), "
              f"median of {p['reps']} | step s | steps/s | tokens/s | steps/s over TRL's |",
              "|---|---|---|---|---|"]  # fmt: skip
-    for label, key in (("vlmq (image-feature cache, as it trains)", "vlmq"),
-                       ("vlmq (no feature cache)", "vlmq_no_cache")):  # fmt: skip
-        ratio = p["vlmq_over_trl"] if key == "vlmq" else p["vlmq_no_cache_over_trl"]
+    rows = [("vlmq plain SFT step (image-feature cache, as it trains)", "vlmq"),
+            ("vlmq plain SFT step (no feature cache)", "vlmq_no_cache")]  # fmt: skip
+    if "vlmq_train_sft_step_s" in p:
+        rows.append(("vlmq train --filter none (AFSFT path, critic unused)", "vlmq_train_sft"))
+    for label, key in rows:
+        ratio = p[key + "_over_trl"]
         lines.append(f"| {label} | {p[key + '_step_s']} | {p[key + '_steps_per_s']} | "
                      f"{p[key + '_tokens_per_s']} | {ratio} |")  # fmt: skip
     lines.append(f"| TRL {p['versions']['trl']} SFTTrainer | {p['trl_step_s']} | {p['trl_steps_per_s']} | "

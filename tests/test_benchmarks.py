@@ -68,6 +68,6 @@ def test_peer_table(trl_peer):
         "versions": {"trl": "1.16.0"}, "vlmq_encode_s": 0.1, "trl_collate_s": 0.2,
     }  # fmt: skip
     text = "\n".join(trl_peer.peer_markdown(p))
-    assert "| vlmq (image-feature cache, as it trains) | 1.0 | 1.0 | 100.0 | 2.0 |" in text
+    assert "| vlmq plain SFT step (image-feature cache, as it trains) | 1.0 | 1.0 | 100.0 | 2.0 |" in text
     assert "| TRL 1.16.0 SFTTrainer | 2.0 | 0.5 | 50.0 | 1.0 |" in text
     assert "pixel_values DIFFERENT" in text
