@@ -4,7 +4,9 @@ One backbone pass (:meth:`Policy.forward <vlmq.models.policy.Policy.forward>`) g
 states of every turn; only the states before each response token are gathered (``[B, L, H]``) before
 the vocabulary-sized heads run, so prompt positions cost nothing beyond the backbone. A second,
 gradient-free ``forward`` over the *next* observations' prompts gives the turn-boundary bootstrap value
-``V'(s_{t+1}^0)``. Both go through ``forward``, so a data-parallel wrapper of the policy works alike.
+``V'(s_{t+1}^0)`` (skipped when the critic loss has weight 0, as in plain SFT: the value enters only
+the critic's targets). Both go through ``forward``, so a data-parallel wrapper of the policy works
+alike.
 """
 
 from __future__ import annotations
@@ -73,11 +75,14 @@ def compute_loss(policy: Any, batch: Any, cfg: AFSFTConfig, use_target: bool = T
     has_next = batch.has_next.to(device).bool()
     next_index = batch.next_index.to(device).long()
     next_value = torch.zeros(mask.shape[0], device=device)
-    if bool(has_next.any()):
+    # the bootstrap value enters only the critic's targets: with ``critic_coef`` 0 (plain SFT, filter
+    # ``none``) the loss does not depend on it, so its backbone pass is skipped
+    bootstrap = cfg.critic_coef != 0
+    if bootstrap and bool(has_next.any()):
         v_next = next_state_values(policy, batch.next_inputs, use_target)
         ok = has_next & (next_index >= 0)
         next_value[ok] = v_next[next_index[ok]].float()
-    return afsft_loss(
+    out = afsft_loss(
         logits,
         q,
         q_target,
@@ -89,3 +94,7 @@ def compute_loss(policy: Any, batch: Any, cfg: AFSFTConfig, use_target: bool = T
         has_next,
         cfg,
     )
+    if not bootstrap:  # targets without the bootstrap value: not the critic's, so not reported
+        for k in ("target_mean", "td_abs_error"):
+            out.metrics.pop(k, None)
+    return out
