@@ -171,7 +171,8 @@ def bench_peer(
     med = {k: statistics.median(v[warmup:]) for k, v in times.items()}
     tokens = int(batch.inputs["attention_mask"].sum())
     trl_tokens = int(collated["attention_mask"].sum())
-    vlmq_trainable = sum(p.numel() for p in params if p.grad is not None)
+    # the adapters (the critic head, also trainable, gets gradients only on the AFSFT path)
+    vlmq_trainable = sum(p.numel() for p in policy.model.parameters() if p.requires_grad)
     return {
         "model": model,
         "batch": len(samples),
@@ -181,7 +182,7 @@ def bench_peer(
         "trl_tokens_per_batch": trl_tokens,
         "response_tokens_per_batch": int(batch.inputs["response_mask"].sum()),
         "same_work": same,
-        "trainable_params": {"vlmq_with_grad": vlmq_trainable, "trl": trl_trainable},
+        "trainable_params": {"vlmq_lora": vlmq_trainable, "trl": trl_trainable},
         "lora": {
             "r": pcfg.lora_r,
             "alpha": pcfg.lora_alpha,
