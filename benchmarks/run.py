@@ -9,8 +9,9 @@ Sections (each ratio's baseline is measured in the same run, interleaved, median
 - ``learner``: the AFSFT optimizer step of vlmq (``compute_loss`` with the binary filter: backbone
   pass, actor + critic + target heads at response positions, gradient-free bootstrap pass over the
   next observations, backward, AdamW) against a plain SFT step (backbone pass, LM head, token
-  cross-entropy, backward, AdamW) on the same batch of real NumberLine turns; tokens/s of both. (SFT
-  *in vlmq* is the AFSFT path with the filter off, so its step costs what AFSFT's does.)
+  cross-entropy, backward, AdamW) on the same batch of real NumberLine turns; tokens/s of both.
+  (``vlmq train --filter none`` runs the AFSFT path with the critic loss at weight 0: the heads run,
+  the bootstrap pass is skipped; the ``peer`` section times it.)
 - ``policy``: critic-head overhead and image-feature cache on a bare forward+backward, and batched
   KV-cached generation against one-prompt-at-a-time generation (``policy_cost.bench_model``; both
   use ``transformers``' own ``generate``, so there is no third loop to compare).
