@@ -9,12 +9,13 @@ Sections (each ratio's baseline is measured in the same run, interleaved, median
 - ``learner``: the AFSFT optimizer step of vlmq (``compute_loss`` with the binary filter: backbone
   pass, actor + critic + target heads at response positions, gradient-free bootstrap pass over the
   next observations, backward, AdamW) against a plain SFT step (backbone pass, LM head, token
-  cross-entropy, backward, AdamW) on the same batch of real NumberLine turns; tokens/s of both. (SFT
-  *in vlmq* is the AFSFT path with the filter off, so its step costs what AFSFT's does.) Then the same
+  cross-entropy, backward, AdamW) on the same batch of real NumberLine turns; tokens/s of both. Then the same
   on batches of *segments* of consecutive turns (``--segment-layouts``: 2 x 4 and 1 x 8 turns, as
   ``TrainConfig.segment_turns`` samples them): the AFSFT step with linked next states
   (``make_batch(link=True)``: only each segment's last turn is bootstrapped), the AFSFT step with the
   bootstrap pass over every next observation (the old path) and the SFT step, all three interleaved.
+  (``vlmq train --filter none`` runs the AFSFT path with the critic loss at weight 0: the heads run,
+  the bootstrap pass is skipped; the ``peer`` section times it.)
 - ``policy``: critic-head overhead and image-feature cache on a bare forward+backward, and batched
   KV-cached generation against one-prompt-at-a-time generation (``policy_cost.bench_model``; both
   use ``transformers``' own ``generate``, so there is no third loop to compare).
@@ -23,6 +24,11 @@ Sections (each ratio's baseline is measured in the same run, interleaved, median
   (ratio to the single env) for Gym Cards NumberLine and MiniWoB++ click-button.
 - ``memory``: peak resident memory (and peak CUDA memory) of a process that loads the model and
   runs training steps, measured in a fresh subprocess.
+- ``peer``: vlmq's plain SFT step (with and without the image-feature cache) against TRL's
+  ``SFTTrainer`` on the same ``tiny`` model, LoRA, NumberLine turns and batch size, the steps
+  interleaved in one run (``trl_peer.py``); steps/s, tokens/s, ratios, versions. TRL is a
+  benchmark-only dependency (``pip install -e '.[bench]'``): without it the section records why it
+  was skipped.
 - ``online`` (only with ``--online``): the online phase of a ``tiny`` NumberLine run (the same rounds, steps and episodes per
   round) with synchronous rounds against asynchronous collection (one collector process beside the
   learner): wall time and online episodes per second (collector start-up included). Off by default:
@@ -40,6 +46,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -55,8 +62,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from policy_cost import _sync, bench_model
+from trl_peer import bench_peer, peer_markdown
 
 RESULTS = Path(__file__).parent / "results"
+SECTIONS = ("learner", "policy", "memory", "peer", "envs")
 DOMAIN_TASKS = ("gym_cards/NumberLine", "gym_cards/Points24", "babyai/GoToLocal", "miniwob/click-button")
 
 
@@ -86,16 +95,23 @@ def _time_steps(fns: dict[str, Any], reps: int, device: torch.device) -> dict[st
     }
 
 
-def numberline_batch(policy: Any, n: int) -> Any:
-    """``n`` real NumberLine turns (random policy) as a training batch for ``policy``."""
-    from vlmq.data.batches import make_batch, samples_from_rows
+def numberline_samples(n: int) -> list[Any]:
+    """``n`` real NumberLine turns (random policy, seeded) as :class:`~vlmq.data.batches.TurnSample`."""
+    from vlmq.data.batches import samples_from_rows
     from vlmq.data.store import EpisodeStore
     from vlmq.rollout import collect
 
     with tempfile.TemporaryDirectory() as d:
         collect("gym_cards/NumberLine", "random", max(4, n), out=Path(d) / "ds", show_progress=False)
         rows = list(EpisodeStore(Path(d) / "ds").iter_turns())
-    return make_batch(policy, samples_from_rows(rows)[:n])
+    return samples_from_rows(rows)[:n]
+
+
+def numberline_batch(policy: Any, n: int) -> Any:
+    """``n`` real NumberLine turns (random policy) as a training batch for ``policy``."""
+    from vlmq.data.batches import make_batch
+
+    return make_batch(policy, numberline_samples(n))
 
 
 def numberline_segments(n_segments: int, segment_turns: int) -> list[Any]:
@@ -135,12 +151,13 @@ def numberline_segments(n_segments: int, segment_turns: int) -> list[Any]:
     raise RuntimeError(f"fewer than {n_segments} NumberLine episodes with {segment_turns + 1} turns")
 
 
-def sft_loss(policy: Any, batch: Any) -> torch.Tensor:
-    """Plain SFT: token cross-entropy of the response under the LM head (no critic, no bootstrap)."""
+def sft_loss(policy: Any, batch: Any, use_feature_cache: bool | None = None) -> torch.Tensor:
+    """Plain SFT: token cross-entropy of the response under the LM head (no critic, no bootstrap);
+    ``use_feature_cache`` as :meth:`Policy.hidden <vlmq.models.policy.Policy.hidden>`."""
     from vlmq.train.objective import gather_positions, response_positions
 
     state_pos, mask = response_positions(batch.inputs["response_mask"])
-    h = gather_positions(policy.hidden(batch.inputs), state_pos)
+    h = gather_positions(policy.hidden(batch.inputs, use_feature_cache), state_pos)
     actions = gather_positions(batch.inputs["input_ids"], state_pos + 1)
     logp = torch.log_softmax(policy.actor_logits(h).float(), -1).gather(-1, actions[..., None])[..., 0]
     return -(logp * mask).sum() / mask.sum().clamp(min=1)
@@ -331,9 +348,10 @@ def markdown(res: dict[str, Any]) -> str:
     m = res["meta"]
     lines = [f"Machine: {m['machine']}, {m['cpus']} CPUs, torch {m['torch']}, device {m['device']} "
              f"({m['dtype']}), {m['threads']} threads; {m['wall_s']:.0f} s in all.", ""]  # fmt: skip
-    lines += ["| learner (NumberLine batch) | batch | AFSFT step s | SFT step s | AFSFT/SFT | AFSFT/SFT (CPU time) "
-              "| AFSFT tok/s |", "|---|---|---|---|---|---|---|"]  # fmt: skip
-    for name, r in res["learner"].items():
+    if res.get("learner"):
+        lines += ["| learner (NumberLine batch) | batch | AFSFT step s | SFT step s | AFSFT/SFT | AFSFT/SFT (CPU time) "
+                  "| AFSFT tok/s |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, r in res.get("learner", {}).items():
         lines.append(f"| {name}, consecutive turns, bootstrap pass | {r['batch']} | {r['afsft_step_s']} | "
                      f"{r['sft_step_s']} | {r['afsft_over_sft']} | {r['afsft_over_sft_cpu']} | "
                      f"{r['afsft_tokens_per_s']} |")  # fmt: skip
@@ -344,10 +362,10 @@ def markdown(res: dict[str, Any]) -> str:
         lines.append(f"| {name.split()[0]}, same batch, bootstrap pass ({r['bootstrap_rows_old']} rows, old path) | "
                      f"{r['batch']} | {r['bootstrap_step_s']} | {r['sft_step_s']} | {r['bootstrap_over_sft']} | "
                      f"{r['bootstrap_over_sft_cpu']} | {round(r['tokens_per_batch'] / r['bootstrap_step_s'], 1)} |")  # fmt: skip
-    if res["policy"]:
+    if res.get("policy"):
         lines += ["", "| policy | critic head overhead (fwd+bwd) | feature cache speed-up | "
                   "batched / one-at-a-time generation (tok/s) | batched tok/s |", "|---|---|---|---|---|"]  # fmt: skip
-    for name, r in res["policy"].items():
+    for name, r in res.get("policy", {}).items():
         lines.append(f"| {name} | {r['critic_overhead_ratio']} | {r['feature_cache_speedup']} | "
                      f"{r['gen_batching_speedup']} | {r['gen_batched_tokens_per_s']} |")  # fmt: skip
     envs = res.get("envs") or {"steps_per_s": {}, "collection": {}}
@@ -371,16 +389,18 @@ def markdown(res: dict[str, Any]) -> str:
         lines.append(
             f"| async / sync | {o['async_over_sync_wall']} | | {o['async_over_sync_episodes_per_s']} |"
         )
-    if res["memory"]:
+    if res.get("memory"):
         lines += [
             "",
             "| memory (2 AFSFT steps) | batch | peak RSS MiB | peak CUDA MiB |",
             "|---|---|---|---|",
         ]
-    for name, r in res["memory"].items():
+    for name, r in res.get("memory", {}).items():
         cuda = f"{r['peak_cuda_mib']:.0f}" if r["peak_cuda_mib"] is not None else "-"
         lines.append(f"| {name} | {r['batch']} | {r['peak_rss_mib']:.0f} | {cuda} |")
-    return "\n".join(lines) + "\n"
+    if "peer" in res:
+        lines += ["", *peer_markdown(res["peer"])]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)) + "\n"  # a left-out section leaves no gap
 
 
 def main() -> None:
@@ -393,43 +413,55 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--segment-layouts", default="2x4,1x8",
                     help="learner batches of segments, SEGMENTSxTURNS, comma-separated (tiny only)")  # fmt: skip
-    ap.add_argument("--sections", default="learner,policy,memory,envs",
-                    help="comma-separated sections to run (learner, policy, memory, envs)")  # fmt: skip
     ap.add_argument("--episodes", type=int, default=300, help="env episodes (Gym Cards, BabyAI)")
     ap.add_argument("--miniwob-episodes", type=int, default=60)
     ap.add_argument("--workers", default="1,2,4")
-    ap.add_argument("--skip-envs", action="store_true")
+    ap.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"comma-separated sections to run, of {','.join(SECTIONS)} (default: all)",
+    )
+    ap.add_argument("--skip-envs", action="store_true", help="leave out the envs section")
     ap.add_argument("--online", action="store_true", help="also the sync vs async online phase")
     ap.add_argument("--online-rounds", type=int, default=4)
     ap.add_argument("--online-steps", type=int, default=25)
     ap.add_argument("--online-episodes", type=int, default=16)
     ap.add_argument("--out", type=Path, default=RESULTS / "suite.json")
     args = ap.parse_args()
+    sections = {x.strip() for x in args.sections.split(",") if x.strip()}
+    if sections - set(SECTIONS):
+        ap.error(f"--sections: unknown {sorted(sections - set(SECTIONS))}; choose from {', '.join(SECTIONS)}")
+    if args.skip_envs:
+        sections.discard("envs")
     t0 = time.time()
     torch.manual_seed(0)
     models = [("tiny", args.batch, args.reps)] + ([("smolvlm-sized", args.big_batch, 2)] if args.full else [])
-    sections = set(args.sections.split(","))
-    if unknown := sections - {"learner", "policy", "memory", "envs"}:
-        ap.error(f"unknown sections {sorted(unknown)}")
-    res: dict[str, Any] = {"learner": {}, "learner_segments": {}, "policy": {}, "memory": {}}
-    for name, batch, reps in models:
-        policy = load_policy(name, args.device, args.dtype)
-        if "learner" in sections:
-            res["learner"][name] = bench_learner(policy, batch, reps)
-            print(f"[learner {name}] {json.dumps(res['learner'][name])}", flush=True)
-            for layout in args.segment_layouts.split(",") if name == "tiny" and args.segment_layouts else []:
-                n_seg, k = (int(x) for x in layout.split("x"))
-                seg = bench_learner_segments(policy, n_seg, k, reps)
-                res["learner_segments"][f"{name} {layout}"] = seg
-                print(f"[learner segments {name} {layout}] {json.dumps(seg)}", flush=True)
-        if "policy" in sections:
-            px = 512 if name == "smolvlm-sized" else 128
-            res["policy"][name] = bench_model(name, policy, batch, reps, 16, px)
-        del policy
+    res: dict[str, Any] = {k: {} for k in ("learner", "policy", "memory") if k in sections}
+    for name, batch, reps in models if sections & {"learner", "policy", "memory"} else []:
+        if sections & {"learner", "policy"}:
+            policy = load_policy(name, args.device, args.dtype)
+            if "learner" in sections:
+                res["learner"][name] = bench_learner(policy, batch, reps)
+                print(f"[learner {name}] {json.dumps(res['learner'][name])}", flush=True)
+                for layout in (
+                    args.segment_layouts.split(",") if name == "tiny" and args.segment_layouts else []
+                ):
+                    n_seg, k = (int(x) for x in layout.split("x"))
+                    seg = bench_learner_segments(policy, n_seg, k, reps)
+                    res.setdefault("learner_segments", {})[f"{name} {layout}"] = seg
+                    print(f"[learner segments {name} {layout}] {json.dumps(seg)}", flush=True)
+            if "policy" in sections:
+                px = 512 if name == "smolvlm-sized" else 128
+                res["policy"][name] = bench_model(name, policy, batch, reps, 16, px)
+            del policy
         if "memory" in sections:
             res["memory"][name] = bench_memory(name, args.device, args.dtype, batch)
             print(f"[memory {name}] {json.dumps(res['memory'][name])}", flush=True)
-    if not args.skip_envs and "envs" in sections:
+    if "peer" in sections:  # the tiny model only: TRL's loop on the SmolVLM-sized model is slow on a CPU
+        res["peer"] = bench_peer(numberline_samples(args.batch), args.reps, sft_loss, "tiny", args.device,
+                                 args.dtype)  # fmt: skip
+        print(f"[peer] {json.dumps(res['peer'])}", flush=True)
+    if "envs" in sections:
         res["envs"] = bench_envs(
             args.episodes, args.miniwob_episodes, [int(w) for w in args.workers.split(",")]
         )
@@ -442,6 +474,7 @@ def main() -> None:
         "device": args.device, "dtype": args.dtype, "threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
         "load_avg_at_start": os.getloadavg(), "wall_s": round(time.time() - t0, 1),
+        "process_cpu_s": round(time.process_time(), 1),  # over wall_s: this process's share of the CPU
     }  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2) + "\n")

@@ -5,7 +5,7 @@ are skipped, so an interrupted run continues where it stopped. ``--markdown`` pr
 used in docs/envs.md from that file.
 
     python scripts/measure_envs.py --domain babyai --episodes 100 --out docs/results/envs_babyai.jsonl
-    python scripts/measure_envs.py --domain miniwob --policy random --episodes 2 --out docs/results/envs_miniwob.jsonl
+    python scripts/measure_envs.py --domain miniwob --policy random --episodes 3 --out docs/results/envs_miniwob.jsonl
     python scripts/measure_envs.py --domain babyai --markdown docs/results/envs_babyai.jsonl
 """
 

@@ -18,7 +18,13 @@ from hypothesis import strategies as st
 
 from vlmq.envs import list_envs, make
 from vlmq.envs.gym_cards import Blackjack, EZPoints, NumberLine, Points24, render
-from vlmq.envs.gym_cards.blackjack import action_values, hand_total, optimal_action, optimal_start_value
+from vlmq.envs.gym_cards.blackjack import (
+    action_values,
+    hand_total,
+    optimal_action,
+    optimal_start_value,
+    win_rate,
+)
 from vlmq.envs.gym_cards.formula import evaluate, solutions, solvable
 
 TASKS = ["gym_cards/NumberLine", "gym_cards/Blackjack", "gym_cards/EZPoints", "gym_cards/Points24"]
@@ -563,3 +569,27 @@ def test_expert_beats_random(env_id: str) -> None:
     n = 200 if env_id == "gym_cards/Blackjack" else 40
     assert mean_return("expert", n) > mean_return("random", n)
     assert mean_return("expert", n) >= mean_return("noisy", n) - 0.05
+
+
+def test_blackjack_exact_win_rate() -> None:
+    """The episode-free win rate of a decision table agrees with simulation and orders policies."""
+    opt = win_rate(
+        lambda hard, ace, up: (
+            "hit" if action_values(hard, ace, up)[1] > action_values(hard, ace, up)[0] + 1e-12 else "stand"
+        )
+    )
+    stand = win_rate(lambda hard, ace, up: "stand")
+    invalid = win_rate(lambda hard, ace, up: "fold")
+    assert opt == pytest.approx(0.4295, abs=5e-4)
+    assert stand == pytest.approx(0.3807, abs=5e-4)
+    assert invalid == 0.0
+    env = make("gym_cards/Blackjack")
+    wins = 0
+    for seed in range(4000):
+        env.reset(seed=seed)
+        while True:
+            _, reward, terminated, truncated, _ = env.step("stand")
+            if terminated or truncated:
+                wins += reward > 0
+                break
+    assert wins / 4000 == pytest.approx(stand, abs=0.025)

@@ -74,3 +74,35 @@ def test_compute_loss_matches_full_sequence_reference(policy: Policy) -> None:
     grads = [p.grad for p in policy.trainable_parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
     assert policy.target_head.weight.grad is None
+
+
+def test_plain_sft_skips_the_bootstrap_pass(policy: Policy, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``critic_coef`` 0 (filter ``none``) the loss does not depend on ``V'(s_{t+1}^0)``: no
+    backbone pass over the next observations, the same loss, and no target diagnostics."""
+    import vlmq.train.objective as objective
+
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 255, (40, 40, 3), dtype=np.uint8) for _ in range(2)]
+    prompts = ["Target: 3 Current: 1", "Target: 3 Current: 2"]
+    batch = SimpleNamespace(
+        inputs=policy.encode(images[:1], prompts[:1], ['{"action": "+"}']),
+        next_inputs=policy.encode(images[1:], prompts[1:]),
+        next_index=torch.tensor([0]),
+        has_next=torch.tensor([True]),
+        rewards=torch.tensor([0.0]),
+        terminated=torch.tensor([False]),
+    )
+    sft = AFSFTConfig.for_filter("none")
+    with torch.no_grad():
+        with_bootstrap = compute_loss(policy, batch, AFSFTConfig.for_filter("none", critic_coef=1e-30))
+        calls = []
+        real = objective.next_state_values
+        monkeypatch.setattr(objective, "next_state_values", lambda *a, **k: calls.append(1) or real(*a, **k))
+        out = compute_loss(policy, batch, sft)
+        assert not calls
+        compute_loss(policy, batch, AFSFTConfig())
+        assert calls == [1]
+    assert out.loss.item() == pytest.approx(out.actor_loss.item(), rel=1e-6)
+    assert out.loss.item() == pytest.approx(with_bootstrap.loss.item(), rel=1e-6)
+    assert "td_abs_error" not in out.metrics and "td_abs_error" in with_bootstrap.metrics
+    assert out.metrics["tokens"] == with_bootstrap.metrics["tokens"]

@@ -6,8 +6,9 @@ the vocabulary-sized heads run, so prompt positions cost nothing beyond the back
 bootstrap value ``V'(s_{t+1}^0)`` of a turn whose next observation is a row of the batch
 (``batch.next_row``, :func:`~vlmq.data.batches.make_batch` with ``link``) is read from that row's first
 response state in this pass (target head, detached); a second, gradient-free ``forward`` over the
-other next observations' prompts (``batch.next_inputs``) gives the rest. Both go through ``forward``,
-so a data-parallel wrapper of the policy works alike.
+other next observations' prompts (``batch.next_inputs``) gives the rest (skipped when the critic loss
+has weight 0, as in plain SFT: the value enters only the critic's targets). Both go through
+``forward``, so a data-parallel wrapper of the policy works alike.
 """
 
 from __future__ import annotations
@@ -77,18 +78,21 @@ def compute_loss(policy: Any, batch: Any, cfg: AFSFTConfig, use_target: bool = T
     has_next = batch.has_next.to(device).bool()
     next_index = batch.next_index.to(device).long()
     next_value = torch.zeros(mask.shape[0], device=device)
+    # the bootstrap value enters only the critic's targets: with ``critic_coef`` 0 (plain SFT, filter
+    # ``none``) the loss does not depend on it, so its backbone pass is skipped
+    bootstrap = cfg.critic_coef != 0
     boot = has_next & (next_index >= 0)
-    if batch.next_inputs is not None and bool(boot.any()):
+    if bootstrap and batch.next_inputs is not None and bool(boot.any()):
         v_next = next_state_values(policy, batch.next_inputs, use_target)
         next_value[boot] = v_next[next_index[boot]].float()
     next_row = getattr(batch, "next_row", None)
-    if next_row is not None:
+    if bootstrap and next_row is not None:
         next_row = next_row.to(device).long()
         linked = has_next & (next_row >= 0)
         if bool(linked.any()):  # the state before the linked row's first response token, as bootstrapped
             v_rows = state_values(logits[:, 0].detach(), q_target[:, 0].detach())
             next_value[linked] = v_rows[next_row[linked]].float()
-    return afsft_loss(
+    out = afsft_loss(
         logits,
         q,
         q_target,
@@ -100,3 +104,7 @@ def compute_loss(policy: Any, batch: Any, cfg: AFSFTConfig, use_target: bool = T
         has_next,
         cfg,
     )
+    if not bootstrap:  # targets without the bootstrap value: not the critic's, so not reported
+        for k in ("target_mean", "td_abs_error"):
+            out.metrics.pop(k, None)
+    return out

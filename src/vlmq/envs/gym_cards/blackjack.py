@@ -15,6 +15,7 @@ true optimum (maximum expected return) for hit/stand play; ties go to ``stand``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
 from typing import Any, ClassVar
 
@@ -104,6 +105,40 @@ def optimal_start_value() -> float:
             for up, pu in CARD_PROBS.items():
                 ev += pa * pb * pu * max(action_values(a + b, 1 in (a, b), up))
     return ev
+
+
+@cache
+def stand_win_prob(total: int, up: int) -> float:
+    """Probability of a win (not a draw) when standing on ``total`` against dealer up-card ``up``."""
+    return sum(p for final, p in dealer_final(up, up == 1) if final == 22 or final < total)
+
+
+def win_rate(decide: Callable[[int, bool, int], str]) -> float:
+    """Exact probability of winning a fresh deal when every decision is ``decide(hard, ace, up)``.
+
+    ``hard`` is the hand's total with aces as 1, ``ace`` whether it holds one, ``up`` the dealer's
+    up-card value (ace = 1); ``decide`` returns ``"hit"`` or ``"stand"`` (anything else loses the
+    hand, like an invalid action that is never corrected). Episode-free, so it has no sampling noise:
+    the optimal policy wins 0.4295, always standing 0.3807.
+    """
+
+    @cache
+    def win(hard: int, ace: bool, up: int) -> float:
+        if hard > 21:
+            return 0.0
+        action = decide(hard, ace, up)
+        if action == "stand":
+            return stand_win_prob(_best(hard, ace), up)
+        if action != "hit":
+            return 0.0
+        return sum(p * win(hard + v, ace or v == 1, up) for v, p in CARD_PROBS.items())
+
+    return sum(
+        pa * pb * pu * win(a + b, 1 in (a, b), up)
+        for a, pa in CARD_PROBS.items()
+        for b, pb in CARD_PROBS.items()
+        for up, pu in CARD_PROBS.items()
+    )
 
 
 def _card_text(card: Card) -> str:
