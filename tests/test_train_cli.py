@@ -115,3 +115,16 @@ def test_learner_refuses_a_changed_config_on_resume(tmp_path: Path) -> None:
     assert saved.resume_conflicts(changed) == ["loss", "lr"]
     with pytest.raises(ValueError, match="cannot resume with other loss, lr"):
         learner_mod.Learner(changed, resume=True)
+
+
+def test_resume_of_a_finished_run_says_so_and_keeps_its_summary(tmp_path: Path, captured: list) -> None:
+    run = tmp_path / "run"
+    (run / "checkpoint-000010").mkdir(parents=True)
+    (run / "checkpoint-000010" / "trainer_state.pt").write_bytes(b"")
+    TrainConfig("gym_cards/NumberLine", "tiny", str(run), "data", steps=10).save(run / "config.json")
+    (run / "summary.json").write_text('{"wall_time_s": 452.8}')
+    r = runner.invoke(app, ["train", "--resume", str(run)])
+    assert r.exit_code == 0 and "already trained to step 10 of 10" in r.output, r.output
+    assert captured == [] and (run / "summary.json").read_text() == '{"wall_time_s": 452.8}'
+    r = runner.invoke(app, ["train", "--resume", str(run), "--steps", "20"])
+    assert r.exit_code == 0 and len(captured) == 1  # longer: trains

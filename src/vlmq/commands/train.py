@@ -68,6 +68,14 @@ def resumed_config(run: Path, values: dict[str, Any]) -> TrainConfig:
     return cfg
 
 
+def finished_at(run: Path) -> int | None:
+    """The step of a run's last checkpoint if the run finished (has its summary.json), else None."""
+    from vlmq.train.checkpoint import checkpoint_step, latest_checkpoint
+
+    ckpt = latest_checkpoint(run)
+    return checkpoint_step(ckpt) if ckpt is not None and (run / "summary.json").is_file() else None
+
+
 def train(ctx: typer.Context, resume: Path | None, quiet: bool, **options: Any) -> None:
     """Train a policy with AFSFT (or SFT / AWR): offline on --data, then online with --online.
 
@@ -84,6 +92,12 @@ def train(ctx: typer.Context, resume: Path | None, quiet: bool, **options: Any) 
 
     values = to_fields(ctx, options)
     cfg = resumed_config(resume, values) if resume is not None else new_config(values)
+    if resume is not None and (done := finished_at(resume)) is not None and done >= cfg.total_steps:
+        typer.echo(
+            f"{resume}: already trained to step {done} of {cfg.total_steps}; nothing to do "
+            f"(--steps N with N > {cfg.steps} trains it longer)"
+        )
+        return
     try:
         summary = run_training(cfg, resume=resume is not None, show_progress=not quiet)
     except (TrainingDiverged, CollectorsFailed, FileExistsError, FileNotFoundError) as e:
