@@ -163,3 +163,22 @@ def test_unexpected_error_is_one_line_naming_it(monkeypatch: pytest.MonkeyPatch)
     assert r.stderr.splitlines() == [
         "error: unexpected ZeroDivisionError: division by zero (a bug? VLMQ_DEBUG=1 shows the traceback)"
     ]
+
+
+def test_loading_a_model_holds_back_hub_retry_warnings(caplog: pytest.LogCaptureFixture) -> None:
+    """huggingface_hub's per-retry warnings would precede the one-line error; they are held back."""
+    import logging
+
+    from vlmq.models.hub import ModelLoadError, loading_model
+
+    hub = logging.getLogger("huggingface_hub.utils._http")
+    before = logging.getLogger("huggingface_hub").level
+    with (
+        caplog.at_level(logging.WARNING),
+        pytest.raises(ModelLoadError, match="no/such"),
+        loading_model("no/such"),
+    ):
+        hub.warning("Retrying in 1s [Retry 1/5].")
+        raise OSError("We couldn't connect to 'https://huggingface.co'")
+    assert "Retrying" not in caplog.text
+    assert logging.getLogger("huggingface_hub").level == before

@@ -10,6 +10,7 @@ transformers' progress bars and the warnings loading prints.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import warnings
 from collections.abc import Iterator
@@ -38,13 +39,22 @@ class ModelLoadError(OSError):
 
 @contextlib.contextmanager
 def loading_model(name_or_path: str | os.PathLike[str]) -> Iterator[None]:
-    """Re-raise the ``OSError`` / ``ValueError`` of loading ``name_or_path`` as a :class:`ModelLoadError`."""
+    """Re-raise the ``OSError`` / ``ValueError`` of loading ``name_or_path`` as a :class:`ModelLoadError`.
+
+    huggingface_hub's warnings (one "Retrying in Ns" line per retry when the hub is unreachable) are
+    held back meanwhile: the one-line error says what happened.
+    """
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)
     try:
         yield
     except ModelLoadError:
         raise
     except (OSError, ValueError) as exc:
         raise ModelLoadError(_explain(str(name_or_path), exc)) from exc
+    finally:
+        hub_logger.setLevel(level)
 
 
 def _explain(name: str, exc: BaseException) -> str:
