@@ -7,8 +7,14 @@ win probability of those decisions. 100 evaluation episodes leave about +-5 poin
 about +-1.5; this number has none (the policy may still decide differently on other hands with the
 same totals, which the chart does not see).
 
+With ``--critic`` it also prints the critic's chart: per cell the action whose Q-value is higher at the
+first response token where "hit" and "stand" differ (the decision token), and that chart's exact win
+rate - what the binary filter could reach if the actor followed the critic. A critic chart near the
+optimum with an actor chart near always-stand points at the actor; both near always-stand at the critic.
+
     python scripts/blackjack_policy.py runs/bj-afsft-seed0            # a run folder or a policy folder
     python scripts/blackjack_policy.py runs/bj-afsft-seed0 --json chart.json
+    python scripts/blackjack_policy.py runs/bj-afsft-seed0/checkpoints/step_1000 --critic
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from vlmq.models.policy import Policy
 from vlmq.models.prompts import build_prompt
 from vlmq.rollout import parse_agent
 from vlmq.train.checkpoint import latest_checkpoint
+from vlmq.train.ranking import Probe, _answer_tokens
 from vlmq.utils.io import atomic_write_json
 
 UPS = range(1, 11)
@@ -42,8 +49,11 @@ def hand(hard: int, ace: bool) -> list[int] | None:
     return [10, 9, hard - 19]
 
 
-def chart(policy: Policy, max_new_tokens: int = 24, batch: int = 32) -> dict[tuple[int, bool, int], str]:
-    """The policy's greedy action ("hit", "stand" or "invalid") per (hard, ace, up)."""
+Cell = tuple[int, bool, int]
+
+
+def scenes() -> tuple[list[Cell], list, list[str]]:
+    """One hand per chart cell: its key (hard, ace, up), image and prompt."""
     env = make("gym_cards/Blackjack-text")
     env.reset(seed=0)
     task = env.task_info()
@@ -61,7 +71,13 @@ def chart(policy: Policy, max_new_tokens: int = 24, batch: int = 32) -> dict[tup
                 keys.append((hard, ace, up))
                 images.append(image)
                 prompts.append(build_prompt(task, text))
-    out: dict[tuple[int, bool, int], str] = {}
+    return keys, images, prompts
+
+
+def chart(policy: Policy, max_new_tokens: int = 24, batch: int = 32) -> dict[Cell, str]:
+    """The policy's greedy action ("hit", "stand" or "invalid") per (hard, ace, up)."""
+    keys, images, prompts = scenes()
+    out: dict[Cell, str] = {}
     for i in range(0, len(keys), batch):
         gens = policy.generate(
             images[i : i + batch], prompts[i : i + batch], temperature=0.0, max_new_tokens=max_new_tokens
@@ -71,22 +87,34 @@ def chart(policy: Policy, max_new_tokens: int = 24, batch: int = 32) -> dict[tup
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("model", help="run folder (its last checkpoint) or saved policy folder")
-    ap.add_argument("--json", type=Path, help="also write the chart and rates here")
-    args = ap.parse_args()
-    path = Path(args.model)
-    ckpt = latest_checkpoint(path) if path.is_dir() else None
-    policy = Policy.from_pretrained(str(ckpt / "policy") if ckpt else args.model)
-    table = chart(policy)
+def critic_chart(policy: Policy, batch: int = 32) -> dict[Cell, float]:
+    """``Q(hit) - Q(stand)`` of the critic at the decision token, per (hard, ace, up)."""
+    keys, images, prompts = scenes()
+    gaps: dict[Cell, float] = {}
+    policy.eval()
+    for i in range(0, len(keys), batch):
+        chunk = [
+            Probe(im, pr, "hit", ["stand"])
+            for im, pr in zip(images[i : i + batch], prompts[i : i + batch], strict=True)
+        ]
+        q, hit = _answer_tokens(policy, chunk, [["hit"] for _ in chunk], True)
+        _, stand = _answer_tokens(policy, chunk, [["stand"] for _ in chunk], False)
+        for r, key in enumerate(keys[i : i + batch]):
+            h, s = hit[r][0], stand[r][0]
+            j = next(k for k, (a, b) in enumerate(zip(h, s, strict=False)) if a != b)
+            gaps[key] = float(q[r, j, h[j]] - q[r, j, s[j]])  # type: ignore[index]
+    return gaps
+
+
+def print_chart(table: dict[Cell, str], title: str) -> float:
+    """Print ``table`` beside the optimal chart; return its exact win rate."""
 
     def decide(hard: int, ace: bool, up: int) -> str:
         return table.get((hard, ace, up)) or optimal_action([1] * ace + [hard - ace], up)
 
     rate = win_rate(decide)
     wrong = [k for k, a in table.items() if a != optimal_action([1] * k[1] + [k[0] - k[1]], k[2])]
-    print("total  policy (dealer A 2..10)   optimal")
+    print(f"total  {title:<26}optimal")
     for hard in range(2, 22):
         for ace in (False, True):
             if (hard, ace, 1) not in table:
@@ -99,13 +127,37 @@ def main() -> None:
     print(f"exact win rate {rate:.4f} (optimal {win_rate(lambda h, a, u: optimal_action([1] * a + [h - a], u)):.4f}, "
           f"always stand {win_rate(lambda h, a, u: 'stand'):.4f}); {len(wrong)} of {len(table)} cells differ "
           f"from the optimum, {sum(a == 'invalid' for a in table.values())} invalid")  # fmt: skip
+    return rate
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model", help="run folder (its last checkpoint) or saved policy folder")
+    ap.add_argument("--json", type=Path, help="also write the chart and rates here")
+    ap.add_argument("--critic", action="store_true", help="also print the critic's chart (argmax Q)")
+    args = ap.parse_args()
+    path = Path(args.model)
+    ckpt = latest_checkpoint(path) if path.is_dir() else None
+    policy = Policy.from_pretrained(str(ckpt / "policy") if ckpt else args.model)
+    table = chart(policy)
+    rate = print_chart(table, "policy (dealer A 2..10)")
+    critic = None
+    if args.critic:
+        gaps = critic_chart(policy)
+        critic = print_chart({k: "hit" if g > 0 else "stand" for k, g in gaps.items()}, "critic argmax Q")
+        by_total = {h: [g for (hh, a, _), g in gaps.items() if hh == h and not a] for h in range(4, 21)}
+        print("Q(hit) - Q(stand), hard hands, mean over up-cards:",
+              " ".join(f"{h}:{sum(v) / len(v):+.2f}" for h, v in by_total.items() if v))  # fmt: skip
     if args.json:
         gaps = {k: abs(action_values(*k)[1] - action_values(*k)[0]) for k in table}
         rows = [
             {"hard": h, "ace": a, "up": u, "action": table[(h, a, u)], "value_gap": gaps[(h, a, u)]}
             for h, a, u in table
         ]
-        atomic_write_json(args.json, {"model": args.model, "exact_win_rate": rate, "chart": rows})
+        atomic_write_json(
+            args.json,
+            {"model": args.model, "exact_win_rate": rate, "critic_exact_win_rate": critic, "chart": rows},
+        )
 
 
 if __name__ == "__main__":

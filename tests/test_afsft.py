@@ -125,6 +125,74 @@ def test_turn_lambda_one_gives_every_token_the_turns_outcome() -> None:
     assert zero[0].tolist() == [6.0, 7.0, 1.0]
 
 
+def _decision_turn(logged: int, pi_hit: float) -> dict[str, torch.Tensor]:
+    """One turn: a forced token (column 0), a decision (column 1: token 1 = hit, 2 = stand, with
+    ``pi(hit) = pi_hit``), a forced closing token (column 2), then the outcome: +1 after hit, -1 after
+    stand, terminated. ``Q'`` is exact for that: the outcome of each decision."""
+    pi = torch.tensor([[[0.0, 0.0, 0.0, 1.0], [0.0, pi_hit, 1 - pi_hit, 0.0], [0.0, 0.0, 0.0, 1.0]]])
+    outcome = 1.0 if logged == 1 else -1.0
+    v_hit = pi_hit * 1.0 + (1 - pi_hit) * -1.0
+    q_target = torch.tensor([[[0.0, 0.0, 0.0, v_hit], [0.0, 1.0, -1.0, 0.0], [0.0, 0.0, 0.0, outcome]]])
+    return {
+        "pi": pi, "q_target": q_target, "actions": torch.tensor([[3, logged, 3]]),
+        "mask": torch.ones(1, 3, dtype=torch.bool), "reward": torch.tensor([outcome]),
+        "terminated": torch.tensor([True]), "next_value": torch.zeros(1), "has_next": torch.tensor([False]),
+    }  # fmt: skip
+
+
+def _tree(ep: dict[str, torch.Tensor], turn_lambda: float = 1.0) -> torch.Tensor:
+    v = (ep["pi"] * ep["q_target"]).sum(-1)
+    pi_taken = taken(ep["pi"], ep["actions"])
+    return td_targets(v, ep["mask"], ep["reward"], ep["terminated"], ep["next_value"], ep["has_next"], 0.9,
+                      turn_lambda=turn_lambda, pi_taken=pi_taken, q_target_taken=taken(ep["q_target"], ep["actions"]))  # fmt: skip
+
+
+@pytest.mark.parametrize("logged", [1, 2])
+def test_tree_backup_values_the_current_policy_whatever_was_logged(logged: int) -> None:
+    """With exact Q', the forced token before the decision targets the current policy's value
+    (pi(hit) = 0.8: 0.8 - 0.2 = 0.6) whichever action the data logged; the lambda-return gives it the
+    logged action's outcome. The decision and the closing token still target the outcome itself."""
+    ep = _decision_turn(logged, pi_hit=0.8)
+    outcome = 1.0 if logged == 1 else -1.0
+    assert _tree(ep)[0].tolist() == pytest.approx([0.6, outcome, outcome])
+    v = (ep["pi"] * ep["q_target"]).sum(-1)
+    lam = td_targets(
+        v, ep["mask"], ep["reward"], ep["terminated"], ep["next_value"], ep["has_next"], 0.9, turn_lambda=1.0
+    )
+    assert lam[0].tolist() == pytest.approx([outcome, outcome, outcome])
+
+
+def test_tree_backup_by_hand_and_its_limits() -> None:
+    """A policy that never makes the logged decision cuts the trace (one-step target ``V'(s^1)``); one
+    that always makes it passes the outcome, as the lambda-return with lambda 1 does; in between, by
+    hand, with an inexact Q'. ``turn_lambda`` scales the trace."""
+    ep = _decision_turn(logged=2, pi_hit=1.0)  # never stands, stand logged
+    assert _tree(ep)[0, 0].item() == pytest.approx(1.0)  # V'(s^1) = Q'(hit)
+    ep = _decision_turn(logged=2, pi_hit=0.0)  # always stands
+    assert _tree(ep)[0].tolist() == pytest.approx([-1.0, -1.0, -1.0])
+    ep = _decision_turn(logged=1, pi_hit=0.5)
+    ep["q_target"][0, 1] = torch.tensor([0.0, 0.2, -0.4, 0.0])  # inexact Q' at the decision
+    # G_1 = outcome 1 (through the forced closing token); G_0 = V'(s^1) + 0.5 (G_1 - Q'(hit))
+    assert _tree(ep)[0, 0].item() == pytest.approx(-0.1 + 0.5 * (1.0 - 0.2))
+    assert _tree(ep, turn_lambda=0.5)[0, 0].item() == pytest.approx(-0.1 + 0.25 * (1.0 - 0.2))
+    with pytest.raises(ValueError, match="both"):
+        td_targets(torch.zeros(1, 3), ep["mask"], ep["reward"], ep["terminated"], ep["next_value"],
+                   ep["has_next"], 0.9, pi_taken=torch.ones(1, 3))  # fmt: skip
+
+
+def test_afsft_loss_uses_tree_backup_when_asked() -> None:
+    ep = _decision_turn(logged=2, pi_hit=0.8)
+    logits = ep["pi"].clamp(min=1e-9).log()
+    q = torch.zeros_like(ep["q_target"])
+    args = (logits, q, ep["q_target"], ep["actions"], ep["mask"], ep["reward"], ep["terminated"],
+            ep["next_value"], ep["has_next"])  # fmt: skip
+    tree = afsft_loss(*args, AFSFTConfig(trace="tree", turn_lambda=1.0))
+    lam = afsft_loss(*args, AFSFTConfig(turn_lambda=1.0))
+    # Q = 0 everywhere: the critic loss is the mean squared target, (0.6^2 + 1 + 1) / 3 vs 3 / 3
+    assert tree.critic_loss.item() == pytest.approx((0.36 + 2.0) / 3, abs=1e-5)
+    assert lam.critic_loss.item() == pytest.approx(1.0, abs=1e-5)
+
+
 def test_td_targets_by_hand() -> None:
     ep = _two_turn_episode()
     vt = state_values(ep["logits"], ep["q_target"])

@@ -22,6 +22,13 @@ turn the target of token ``j`` is the in-turn lambda-return
 ``gamma_token * ((1 - turn_lambda) V'(s^{j+1}) + turn_lambda G_{j+1})`` (``turn_lambda = 0``: one-step,
 ``gamma_token * V'(s^{j+1})``; 1: every token targets the turn's outcome). A time-limit truncation is not a
 termination: it bootstraps from the final observation (``has_next``).
+With ``trace = "tree"`` the in-turn return is Tree-Backup(lambda):
+``G_j = gamma_token (V'(s^{j+1}) + c_{j+1} (G_{j+1} - Q'(s^{j+1}, a^{j+1})))`` with
+``c_{j+1} = turn_lambda * pi(a^{j+1}|s^{j+1})``: the logged continuation counts as far as the current
+policy would take it. Through forced tokens (``pi ~ 1``) the outcome passes unchanged, so the decision
+token still targets it; at a decision the policy would not make, the trace is cut and the value of the
+*current* policy (``V' = sum pi Q'``) takes its place, so values across turns follow the improving
+policy, not the one that logged the data (docs/design.md, "Tree-backup traces").
 
 **Conservative term (optional).** ``conservative * mean_j (logsumexp_b Q(s^j, b) - Q(s^j, a_j))``
 (CQL) is added to the critic loss: it pushes down the Q of tokens the data does not log at a state, so
@@ -71,6 +78,9 @@ class AFSFTConfig:
     shared LoRA is too small to build state-dependent values (docs/design.md, the critic ablation)."""
     huber_delta: float | None = None
     """Use a Huber critic loss with this delta instead of the squared error."""
+    trace: Literal["lambda", "tree"] = "lambda"
+    """In-turn return (:func:`td_targets`): ``lambda``, the lambda-return, or ``tree``, Tree-Backup(lambda),
+    whose trace through each logged token is weighted by the policy's probability of it."""
     turn_lambda: float = 1.0
     """In-turn lambda of the TD targets (see :func:`td_targets`): 1 = every token of a turn targets the
     turn's outcome, 0 = one-step TD. 1: with one-step targets the outcome reaches the decision token
@@ -142,6 +152,8 @@ def td_targets(
     gamma_token: float = 1.0,
     reward_scale: float = 1.0,
     turn_lambda: float = 0.0,
+    pi_taken: torch.Tensor | None = None,
+    q_target_taken: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """TD targets for every logged token, ``[B, L]`` (zero where ``mask`` is False).
 
@@ -150,7 +162,14 @@ def td_targets(
     ``G_j = gamma_token ((1 - turn_lambda) V'(s^{j+1}) + turn_lambda G_{j+1})``: with ``turn_lambda = 0``
     one-step TD (credit moves one token per target update), with 1 every token of the turn targets the
     turn's outcome at once (the logged continuation of the turn, as in SARSA).
+
+    With ``pi_taken[b, j] = pi(a^j|s^j)`` and ``q_target_taken[b, j] = Q'(s^j, a^j)`` (both given, or
+    neither) the in-turn return is Tree-Backup(lambda):
+    ``G_j = gamma_token (V'(s^{j+1}) + turn_lambda pi(a^{j+1}|s^{j+1}) (G_{j+1} - Q'(s^{j+1}, a^{j+1})))``,
+    an estimate of the current policy's value whatever policy logged the tokens.
     """
+    if (pi_taken is None) != (q_target_taken is None):
+        raise ValueError("td_targets: tree-backup needs both pi_taken and q_target_taken")
     mask = mask.bool()
     next_logged = torch.zeros_like(mask)
     next_logged[:, :-1] = mask[:, 1:]
@@ -161,7 +180,11 @@ def td_targets(
     g_next = torch.zeros_like(boot)  # G_{j+1}
     for j in range(v.shape[1] - 1, -1, -1):
         v_next = v[:, j + 1] if j + 1 < v.shape[1] else torch.zeros_like(boot)
-        inner = gamma_token * ((1.0 - turn_lambda) * v_next + turn_lambda * g_next)
+        if pi_taken is None or q_target_taken is None or j + 1 >= v.shape[1]:
+            inner = gamma_token * ((1.0 - turn_lambda) * v_next + turn_lambda * g_next)
+        else:
+            c = turn_lambda * pi_taken[:, j + 1].float()
+            inner = gamma_token * (v_next + c * (g_next - q_target_taken[:, j + 1].float()))
         g = torch.where(next_logged[:, j], inner, boot)
         target[:, j] = g
         g_next = g
@@ -243,9 +266,11 @@ def afsft_loss(
     q_taken = taken(q, actions)
 
     v_target = state_values(logits, q_target.detach())
+    tree = cfg.trace == "tree"
     target = td_targets(
         v_target, mask, reward, terminated, next_value.detach(), has_next,
         cfg.gamma, cfg.gamma_token, cfg.reward_scale, cfg.turn_lambda,
+        logp_taken.detach().exp() if tree else None, taken(q_target.detach(), actions) if tree else None,
     )  # fmt: skip
     l_critic = critic_loss(q_taken, target, mask, cfg.huber_delta)
     gap = conservative_penalty(q, q_taken, mask) if cfg.conservative else None

@@ -39,7 +39,7 @@ def evaluate_policy(
             seed=seed,
             cot=cot,
             show_progress=show_progress,
-            desc=f"collect {env_id}",
+            desc=f"eval {env_id} ({'greedy' if temperature == 0 else f'T={temperature:g}'})",
         )
     finally:
         policy.train(was_training)
