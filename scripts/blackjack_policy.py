@@ -22,6 +22,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import torch
+
 from vlmq.envs import make
 from vlmq.envs.gym_cards.blackjack import action_values, optimal_action, win_rate
 from vlmq.models.policy import Policy
@@ -87,6 +89,7 @@ def chart(policy: Policy, max_new_tokens: int = 24, batch: int = 32) -> dict[Cel
     return out
 
 
+@torch.no_grad()
 def critic_chart(policy: Policy, batch: int = 32) -> dict[Cell, float]:
     """``Q(hit) - Q(stand)`` of the critic at the decision token, per (hard, ace, up)."""
     keys, images, prompts = scenes()
