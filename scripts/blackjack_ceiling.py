@@ -44,12 +44,11 @@ def episodes(n: int, seed: int) -> list[list[Turn]]:
         turns: list[Turn] = []
         done = False
         while not done:
-            inner = env.unwrapped if hasattr(env, "unwrapped") else env
-            state = _state(inner)
+            state = _state(env)
             action = env.random_action()
             _, reward, term, trunc, _ = env.step(action)
             done = term or trunc
-            turns.append((state, int(action == "hit"), float(reward), None if done else _state(inner)))
+            turns.append((state, int(action == "hit"), float(reward), None if done else _state(env)))
         out.append(turns)
     return out
 

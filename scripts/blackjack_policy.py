@@ -22,15 +22,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
 from vlmq.envs import make
 from vlmq.envs.gym_cards.blackjack import action_values, optimal_action, win_rate
 from vlmq.models.policy import Policy
 from vlmq.models.prompts import build_prompt
 from vlmq.rollout import parse_agent
 from vlmq.train.checkpoint import latest_checkpoint
-from vlmq.train.ranking import Probe, _answer_tokens
+from vlmq.train.ranking import Probe, decision_gaps
 from vlmq.utils.io import atomic_write_json
 
 UPS = range(1, 11)
@@ -89,24 +87,11 @@ def chart(policy: Policy, max_new_tokens: int = 24, batch: int = 32) -> dict[Cel
     return out
 
 
-@torch.no_grad()
-def critic_chart(policy: Policy, batch: int = 32) -> dict[Cell, float]:
+def critic_chart(policy: Policy) -> dict[Cell, float]:
     """``Q(hit) - Q(stand)`` of the critic at the decision token, per (hard, ace, up)."""
     keys, images, prompts = scenes()
-    gaps: dict[Cell, float] = {}
-    policy.eval()
-    for i in range(0, len(keys), batch):
-        chunk = [
-            Probe(im, pr, "hit", ["stand"])
-            for im, pr in zip(images[i : i + batch], prompts[i : i + batch], strict=True)
-        ]
-        q, hit = _answer_tokens(policy, chunk, [["hit"] for _ in chunk], True)
-        _, stand = _answer_tokens(policy, chunk, [["stand"] for _ in chunk], False)
-        for r, key in enumerate(keys[i : i + batch]):
-            h, s = hit[r][0], stand[r][0]
-            j = next(k for k, (a, b) in enumerate(zip(h, s, strict=False)) if a != b)
-            gaps[key] = float(q[r, j, h[j]] - q[r, j, s[j]])  # type: ignore[index]
-    return gaps
+    probes = [Probe(im, pr, "hit", ["stand"]) for im, pr in zip(images, prompts, strict=True)]
+    return {key: row[0] for key, row in zip(keys, decision_gaps(policy, probes, batch_size=32), strict=True)}  # type: ignore[misc]
 
 
 def print_chart(table: dict[Cell, str], title: str) -> float:

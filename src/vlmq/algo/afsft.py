@@ -170,6 +170,7 @@ def td_targets(
     """
     if (pi_taken is None) != (q_target_taken is None):
         raise ValueError("td_targets: tree-backup needs both pi_taken and q_target_taken")
+    tree = pi_taken is not None
     mask = mask.bool()
     next_logged = torch.zeros_like(mask)
     next_logged[:, :-1] = mask[:, 1:]
@@ -180,11 +181,11 @@ def td_targets(
     g_next = torch.zeros_like(boot)  # G_{j+1}
     for j in range(v.shape[1] - 1, -1, -1):
         v_next = v[:, j + 1] if j + 1 < v.shape[1] else torch.zeros_like(boot)
-        if pi_taken is None or q_target_taken is None or j + 1 >= v.shape[1]:
-            inner = gamma_token * ((1.0 - turn_lambda) * v_next + turn_lambda * g_next)
+        if tree and j + 1 < v.shape[1]:  # the last column never continues: its target is ``boot``
+            c = turn_lambda * pi_taken[:, j + 1].float()  # type: ignore[index]
+            inner = gamma_token * (v_next + c * (g_next - q_target_taken[:, j + 1].float()))  # type: ignore[index]
         else:
-            c = turn_lambda * pi_taken[:, j + 1].float()
-            inner = gamma_token * (v_next + c * (g_next - q_target_taken[:, j + 1].float()))
+            inner = gamma_token * ((1.0 - turn_lambda) * v_next + turn_lambda * g_next)
         g = torch.where(next_logged[:, j], inner, boot)
         target[:, j] = g
         g_next = g

@@ -75,31 +75,46 @@ def build_probes(
 
 
 @torch.no_grad()
-def ranking_accuracy(
+def decision_gaps(
     policy: Any, probes: list[Probe], use_target: bool = False, batch_size: int = 16
-) -> float | None:
-    """The share of (expert, other) pairs the critic orders correctly at their first differing
-    response token, ties counting half; ``None`` without probes (see module docstring). One forward
-    pass per ``batch_size`` probes (the expert's answers); the other answers are only tokenised."""
-    if not probes:
-        return None
+) -> list[list[float | None]]:
+    """Per probe and per other action, ``Q(s, e_j) - Q(s, o_j)`` at the first response token ``j``
+    where the expert's answer ``e`` and the other answer ``o`` differ (``None`` where one answer is a
+    prefix of the other: no token to compare). One forward pass per ``batch_size`` probes (the
+    expert's answers); the other answers are only tokenised."""
     was_training = policy.training
     policy.eval()
-    scores: list[float] = []
+    gaps: list[list[float | None]] = []
     try:
         for start in range(0, len(probes), batch_size):
             chunk = probes[start : start + batch_size]
             q, expert_tokens = _answer_tokens(policy, chunk, [[p.expert] for p in chunk], True, use_target)
             _, other_tokens = _answer_tokens(policy, chunk, [p.others for p in chunk], False)
             for i, (e, others) in enumerate(zip(expert_tokens, other_tokens, strict=True)):
+                row: list[float | None] = []
                 for o in others:
                     j = next((k for k, (a, b) in enumerate(zip(e[0], o, strict=False)) if a != b), None)
-                    if j is None:
-                        continue  # one answer is a prefix of the other: no token to compare
-                    q_e, q_o = float(q[i, j, e[0][j]]), float(q[i, j, o[j]])  # type: ignore[index]
-                    scores.append(1.0 if q_e > q_o else 0.5 if q_e == q_o else 0.0)
+                    row.append(None if j is None else float(q[i, j, e[0][j]]) - float(q[i, j, o[j]]))  # type: ignore[index]
+                gaps.append(row)
     finally:
         policy.train(was_training)
+    return gaps
+
+
+def ranking_accuracy(
+    policy: Any, probes: list[Probe], use_target: bool = False, batch_size: int = 16
+) -> float | None:
+    """The share of (expert, other) pairs the critic orders correctly at their first differing
+    response token (:func:`decision_gaps`), ties counting half; ``None`` without probes (see module
+    docstring)."""
+    if not probes:
+        return None
+    scores = [
+        1.0 if g > 0 else 0.5 if g == 0 else 0.0
+        for row in decision_gaps(policy, probes, use_target, batch_size)
+        for g in row
+        if g is not None
+    ]
     return float(np.mean(scores)) if scores else None
 
 
