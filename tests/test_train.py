@@ -231,6 +231,22 @@ def test_critic_starts_at_the_data_mean_return(tmp_path: Path, tiny_base: Path, 
     assert torch.all(explicit.policy.critic_head.bias == -0.5)
 
 
+def test_threads_sets_the_torch_threads_of_the_run(
+    tmp_path: Path, tiny_base: Path, random_data: Path
+) -> None:
+    before = torch.get_num_threads()
+    cfg = TrainConfig(env="gym_cards/NumberLine", model=str(tiny_base), out=str(tmp_path / "run"),
+                      data=str(random_data), steps=1, eval_episodes=0, device="cpu", threads=1)  # fmt: skip
+    try:
+        Learner(cfg, show_progress=False)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert "threads" not in TrainConfig.load(tmp_path / "run" / "config.json").resume_conflicts(
+        TrainConfig(**{**cfg.to_dict(), "threads": 2, "loss": cfg.loss})
+    )
+
+
 def test_filter_warmup_imitates_everything_then_filters_and_ranking_is_logged(
     tmp_path: Path, tiny_base: Path, random_data: Path
 ) -> None:

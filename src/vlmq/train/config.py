@@ -158,6 +158,9 @@ class TrainConfig:
     device: str = "auto"
     """``auto`` (CUDA if available), ``cpu``, ``cuda``, ``cuda:N``. With several processes each uses its
     own device (its GPU, or the CPU with gloo): then only ``auto``, ``cpu`` or ``cuda``."""
+    threads: int | None = None
+    """torch CPU threads of this process (default: torch's, one per core). Give 1 when several runs
+    share a small CPU: two runs of 2 threads each on 2 cores ran 25x slower than one alone."""
 
     def __post_init__(self) -> None:
         if not self.out:
@@ -199,7 +202,7 @@ class TrainConfig:
 RESUMABLE = frozenset({
     "steps", "online_rounds", "online_episodes", "eval_every", "eval_episodes", "eval_sampled",
     "eval_at_start", "rank_every", "rank_states", "log_every", "checkpoint_every", "keep_checkpoints",
-    "num_envs", "collectors", "collector_device", "device", "gradient_checkpointing",
+    "num_envs", "collectors", "collector_device", "device", "threads", "gradient_checkpointing",
 })  # fmt: skip
 """Fields a resumed run may change: its length (``steps`` only before an online phase; a longer run
 stretches the cosine schedule from there on), bookkeeping and hardware. The rest define the run."""
@@ -214,7 +217,7 @@ RANGES: dict[str, dict[str, float]] = {
     "eval_seed": {"ge": 0}, "rank_every": {"ge": 0}, "rank_states": {"ge": 1}, "checkpoint_every": {"ge": 1},
     "keep_checkpoints": {"ge": 1}, "online_rounds": {"ge": 1}, "online_episodes": {"ge": 1},
     "online_steps": {"ge": 0}, "num_envs": {"ge": 1}, "temperature": {"ge": 0}, "replay_capacity": {"ge": 1},
-    "online_fraction": {"ge": 0, "le": 1}, "collectors": {"ge": 0},
+    "online_fraction": {"ge": 0, "le": 1}, "collectors": {"ge": 0}, "threads": {"ge": 1},
     # AFSFTConfig (the ``loss`` field)
     "threshold": {}, "beta": {"gt": 0}, "w_max": {"gt": 0}, "gamma": {"ge": 0, "le": 1},
     "gamma_token": {"ge": 0, "le": 1}, "critic_coef": {"ge": 0}, "huber_delta": {"gt": 0},

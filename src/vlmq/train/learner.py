@@ -206,6 +206,8 @@ class Learner:
             raise FileExistsError(f"{self.run_dir} already holds a run; use --resume or another --out")
         self.cfg = cfg
         self.show_progress = show_progress
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
         self.accelerator, self.device = make_accelerator(cfg.device)
         self.is_main = self.accelerator.is_main_process
         seed_everything(cfg.seed)
