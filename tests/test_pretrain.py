@@ -197,6 +197,19 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path: Path, monkeypatch:
         pretrain_tiny(tmp_path / "cut", **{**kw, "lr": 1e-3})  # type: ignore[arg-type]
 
 
+def test_a_larger_steps_extends_a_finished_run(tmp_path: Path) -> None:
+    kw = dict(seed=1, checkpoint_every=2, eval_every=2, eval_heldout=1, **MICRO)
+    first = pretrain_tiny(tmp_path / "m", steps=4, **kw)  # type: ignore[arg-type]
+    lines: list[str] = []
+    longer = pretrain_tiny(tmp_path / "m", steps=6, log=lines.append, **kw)  # type: ignore[arg-type]
+    assert lines[0].startswith("resuming") and "step 4/6" in lines[0]
+    assert first["extended_from"] == [] and longer["extended_from"] == [4] and longer["steps"] == 6
+    assert [c["step"] for c in longer["curve"]] == [2, 4, 6] and longer["curve"][:2] == first["curve"]
+    assert torch.load(tmp_path / "m" / CHECKPOINT_FILE, weights_only=True)["step"] == 6
+    with pytest.raises(ValueError, match="already trained 6 steps"):
+        pretrain_tiny(tmp_path / "m", steps=5, **kw)  # type: ignore[arg-type]
+
+
 def test_batched_descriptions_match_the_policy_path(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

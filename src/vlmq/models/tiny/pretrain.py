@@ -108,7 +108,9 @@ def pretrain_tiny(
     Resumable: every ``checkpoint_every`` steps and at the end, ``out_dir/pretrain_state.pt`` gets
     the model, optimizer, step, losses and RNG states (written atomically); a run that finds one
     continues from it (same result as without the interruption) and refuses one written with other
-    settings. ``keep_checkpoint=False`` deletes it once the folder is written. ``eval_every > 0``
+    settings, except a larger ``steps``: that extends the run, with the cosine schedule stretched to
+    the new total from the step it resumes at (a warm restart; ``info["extended_from"]`` lists the
+    earlier totals). ``keep_checkpoint=False`` deletes it once the folder is written. ``eval_every > 0``
     also scores the first ``eval_heldout`` held-out scenes per domain every that many steps
     (``info["curve"]``). ``domains`` (default :data:`DOMAINS`) are the training shares; the held-out
     report covers the same domains. ``progress``: a progress bar (default: when stderr is a
@@ -132,12 +134,18 @@ def pretrain_tiny(
         num_scenes=num_scenes, size=size, domains=domains,
     )))  # fmt: skip
     state: dict[str, Any] | None = None
+    extended: list[int] = []  # the totals of earlier runs this one extends (``steps`` raised on resume)
     if state_file.is_file():
         state = torch.load(state_file, map_location="cpu", weights_only=True)
-        if state["run"] != run:
-            diff = sorted(k for k in run if state["run"].get(k) != run[k])
+        diff = sorted(k for k in run if k != "steps" and state["run"].get(k) != run[k])
+        if diff:
             raise ValueError(f"{state_file} was written by a run with other settings ({', '.join(diff)}); "
                              "use another output folder or delete it")  # fmt: skip
+        if steps < int(state["step"]):
+            raise ValueError(f"{state_file} has already trained {state['step']} steps; give --steps >= that")
+        extended = [int(n) for n in state.get("extended", [])]
+        if state["run"]["steps"] != steps:
+            extended.append(int(state["run"]["steps"]))
 
     rng = np.random.default_rng(seed)
     # the pool, rendered and processed 1000 scenes at a time: it keeps the processed pixels, not the
@@ -186,7 +194,7 @@ def pretrain_tiny(
             "run": run, "step": done, "model": model.state_dict(), "optimizer": opt.state_dict(),
             "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "losses": losses,
             "curve": curve, "train_s": train_s + time.time() - t_start, "step_s": step_s,
-            "tokenizer_sha256": tok_hash,
+            "tokenizer_sha256": tok_hash, "extended": extended,
         }, state_file)  # fmt: skip
 
     model.train()
@@ -244,6 +252,7 @@ def pretrain_tiny(
         "image_tokens": image_tokens(size),
         "seed": seed,
         "steps": steps,
+        "extended_from": extended,
         "batch_size": batch_size,
         "lr": lr,
         "warmup": warmup,
