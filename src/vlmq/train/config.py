@@ -160,7 +160,7 @@ class TrainConfig:
     own device (its GPU, or the CPU with gloo): then only ``auto``, ``cpu`` or ``cuda``."""
     threads: int | None = None
     """torch CPU threads of this process (default: torch's, one per core). Give 1 when several runs
-    share a small CPU: two runs of 2 threads each on 2 cores ran 25x slower than one alone."""
+    share a small CPU: two runs of 2 threads each on 2 cores ran over 10x slower than one alone."""
 
     def __post_init__(self) -> None:
         if not self.out:
