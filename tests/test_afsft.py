@@ -367,16 +367,3 @@ def test_plain_sft_has_no_critic_loss_unless_asked() -> None:
     assert AFSFTConfig.for_filter("none").critic_coef == 0.0
     assert AFSFTConfig.for_filter("none", critic_coef=2.0).critic_coef == 2.0
     assert AFSFTConfig.for_filter("binary").critic_coef == AFSFTConfig().critic_coef == 10.0
-
-
-def test_fail_weight_keeps_failing_tokens_a_little_imitated() -> None:
-    from vlmq.algo.afsft import passed
-
-    adv = torch.tensor([[-0.5, 0.2, 0.0, -0.1]])
-    pi = torch.tensor([[0.3, 0.3, 0.3, 0.99]])
-    w = filter_weights(adv, "binary", pi_taken=pi, forced_prob=0.95, fail_weight=0.1)
-    assert w.tolist() == [[pytest.approx(0.1), 1.0, 1.0, 1.0]]  # the forced token still passes
-    assert filter_weights(adv, "binary").tolist() == [[0.0, 1.0, 1.0, 0.0]]
-    cfg = AFSFTConfig(fail_weight=0.1)
-    assert passed(w, cfg).tolist() == [[False, True, True, True]]
-    assert passed(filter_weights(adv, "exp"), AFSFTConfig(filter="exp", fail_weight=0.1)).all()

@@ -90,11 +90,6 @@ class AFSFTConfig:
     """Binary filter: a logged token the policy already emits with at least this probability always
     passes (see :func:`filter_weights`); ``None`` (flag: ``off``) = off. Without it the filter dropped
     syntax tokens on the sign of a near-zero advantage and runs lost their action syntax."""
-    fail_weight: float = 0.0
-    """Binary filter: the imitation weight of a token that fails it (0 = drop it, AFSFT as published).
-    A small weight (e.g. 0.1) keeps every logged action a little imitated, so that the action tokens'
-    share of the probability at a decision stays on valid actions where the filter drops most logged
-    ones; the passing action still gets 1 / fail_weight times the weight of a failing one."""
     reward_scale: float = 1.0
     """Rewards are multiplied by this before the TD target."""
     conservative: float = 0.0
@@ -205,7 +200,6 @@ def filter_weights(
     w_max: float = 20.0,
     pi_taken: torch.Tensor | None = None,
     forced_prob: float | None = None,
-    fail_weight: float = 0.0,
 ) -> torch.Tensor:
     """Per-token imitation weights from (already detached) advantages. ``binary`` passes ties
     (``A >= threshold``): with no preference of the critic, the token is imitated as in SFT.
@@ -213,25 +207,19 @@ def filter_weights(
     With ``forced_prob`` (and the policy's probability of each logged token, ``pi_taken``) a token
     with ``pi >= forced_prob`` always passes the binary filter. Its advantage
     ``(1 - pi) (Q(a) - mean_{b != a} Q(b))`` is a tiny number whose sign comes from the Q-values of
-    tokens the data never logs there, so the filter would drop syntax tokens at random. A token that
-    fails the binary filter gets ``fail_weight`` (default 0: dropped)."""
+    tokens the data never logs there, so the filter would drop syntax tokens at random."""
     if kind == "binary":
         keep = advantage >= threshold
         if forced_prob is not None:
             if pi_taken is None:
                 raise ValueError("filter_weights: forced_prob needs pi_taken")
             keep = keep | (pi_taken >= forced_prob)
-        return keep.float() if fail_weight == 0 else torch.where(keep, 1.0, fail_weight).to(advantage.dtype)
+        return keep.float()
     if kind == "exp":
         return torch.clamp(torch.exp(beta * advantage), max=w_max)
     if kind == "none":
         return torch.ones_like(advantage)
     raise ValueError(f"unknown filter {kind!r}; choose binary, exp or none")
-
-
-def passed(weights: torch.Tensor, cfg: AFSFTConfig) -> torch.Tensor:
-    """Which tokens passed the filter: weight above ``fail_weight`` (binary) or above 0."""
-    return weights > (cfg.fail_weight if cfg.filter == "binary" else 0.0)
 
 
 def actor_loss(logp_taken: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -300,11 +288,10 @@ def afsft_loss(
             cfg.w_max,
             logp_taken.detach().exp(),
             cfg.forced_prob,
-            cfg.fail_weight,
         )
     l_actor = actor_loss(logp_taken, weights, mask)
     loss = l_actor + cfg.critic_coef * l_critic
-    metrics = _metrics(mask, advantage, weights, passed(weights, cfg), q_taken, target, logp_taken)
+    metrics = _metrics(mask, advantage, weights, q_taken, target, logp_taken)
     if gap is not None:
         metrics["conservative_gap"] = float(gap.detach())
     return LossOutput(loss, l_actor, l_critic, metrics)
@@ -315,7 +302,6 @@ def _metrics(
     mask: torch.Tensor,
     advantage: torch.Tensor,
     weights: torch.Tensor,
-    passes: torch.Tensor,
     q_taken: torch.Tensor,
     target: torch.Tensor,
     logp_taken: torch.Tensor,
@@ -323,12 +309,10 @@ def _metrics(
     n = int(mask.sum())
     if n == 0:
         return {"tokens": 0.0}
-    a, w, ps, qt, tg, lp = (
-        x[mask].float() for x in (advantage, weights, passes, q_taken, target, logp_taken)
-    )
+    a, w, qt, tg, lp = (x[mask].float() for x in (advantage, weights, q_taken, target, logp_taken))
     return {
         "tokens": float(n),
-        "filter_pass_frac": float(ps.mean()),
+        "filter_pass_frac": float((w > 0).float().mean()),
         "weight_mean": float(w.mean()),
         "adv_mean": float(a.mean()),
         "adv_std": float(a.std(unbiased=False)),

@@ -221,7 +221,7 @@ RANGES: dict[str, dict[str, float]] = {
     # AFSFTConfig (the ``loss`` field)
     "threshold": {}, "beta": {"gt": 0}, "w_max": {"gt": 0}, "gamma": {"ge": 0, "le": 1},
     "gamma_token": {"ge": 0, "le": 1}, "critic_coef": {"ge": 0}, "huber_delta": {"gt": 0},
-    "turn_lambda": {"ge": 0, "le": 1}, "forced_prob": {"gt": 0, "le": 1}, "fail_weight": {"ge": 0, "le": 1}, "reward_scale": {},
+    "turn_lambda": {"ge": 0, "le": 1}, "forced_prob": {"gt": 0, "le": 1}, "reward_scale": {},
     "conservative": {"ge": 0},
 }  # fmt: skip
 """Valid range of every number field (bounds ``gt``, ``ge``, ``le``; ``{}``: any finite number), checked

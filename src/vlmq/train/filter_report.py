@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlmq.algo.afsft import AFSFTConfig, advantages, filter_weights, passed, taken
+from vlmq.algo.afsft import AFSFTConfig, advantages, filter_weights, taken
 from vlmq.data.batches import make_batch, samples_from_rows
 from vlmq.data.store import EpisodeStore
 from vlmq.train.objective import logged_actions, response_positions
@@ -56,28 +56,26 @@ def filter_report(
             actions = logged_actions(inputs["input_ids"], state_pos)
             adv = advantages(out.logits, out.q, taken(out.q, actions))
             pi = taken(torch.softmax(out.logits.float(), -1), actions)
-            w = filter_weights(adv, cfg.filter, cfg.threshold, cfg.beta, cfg.w_max, pi, cfg.forced_prob,
-                               cfg.fail_weight)  # fmt: skip
-            ok = passed(w, cfg)
+            w = filter_weights(adv, cfg.filter, cfg.threshold, cfg.beta, cfg.w_max, pi, cfg.forced_prob)
             for b, j in mask.nonzero().tolist():
-                row = (int(actions[b, j]), float(ok[b, j]), float(adv[b, j]), float(pi[b, j]))
+                row = (int(actions[b, j]), float(w[b, j] > 0), float(adv[b, j]), float(pi[b, j]))
                 per_pos.setdefault(j, []).append(row)
     finally:
         policy.train(was_training)
     reports = []
     for j in sorted(per_pos):
         rows = per_pos[j]
-        toks, kept, adv_j, pi_j = (np.array(x) for x in zip(*rows, strict=True))
+        toks, passed, adv_j, pi_j = (np.array(x) for x in zip(*rows, strict=True))
         common = Counter(toks.tolist()).most_common(top)
         reports.append(
             PositionReport(
                 position=j,
                 tokens=len(rows),
-                pass_frac=float(kept.mean()),
+                pass_frac=float(passed.mean()),
                 adv_mean=float(adv_j.mean()),
                 adv_std=float(adv_j.std()),
                 pi_logged=float(pi_j.mean()),
-                top=[(policy.tokenizer.decode([t]), n, float(kept[toks == t].mean())) for t, n in common],
+                top=[(policy.tokenizer.decode([t]), n, float(passed[toks == t].mean())) for t, n in common],
             )
         )
     return reports
