@@ -60,7 +60,7 @@ def pretrain_tiny_cmd(
     """Pre-train the embedded `tiny` VLM on synthetic captions of domain scenes (no actions), or
     evaluate a model's captions (--eval).
 
-    Training writes a checkpoint into --out every --checkpoint-every steps; the same command run again resumes from it (same result as an uninterrupted run); with a larger --steps it extends the run, the cosine schedule stretched to the new total from there on. At the end the folder holds the model and pretrain_info.json with the per-field held-out report.
+    Training writes a checkpoint into --out every --checkpoint-every steps; the same command run again resumes from it (same result as an uninterrupted run); with another --steps (not below the steps already trained; a larger one extends the run) the cosine schedule is stretched to the new total from there on. At the end the folder holds the model and pretrain_info.json with the per-field held-out report.
     """
     import sys
     import time

@@ -108,9 +108,9 @@ def pretrain_tiny(
     Resumable: every ``checkpoint_every`` steps and at the end, ``out_dir/pretrain_state.pt`` gets
     the model, optimizer, step, losses and RNG states (written atomically); a run that finds one
     continues from it (same result as without the interruption) and refuses one written with other
-    settings, except a larger ``steps``: that extends the run, with the cosine schedule stretched to
-    the new total from the step it resumes at (a warm restart; ``info["extended_from"]`` lists the
-    earlier totals). ``keep_checkpoint=False`` deletes it once the folder is written. ``eval_every > 0``
+    settings, except ``steps``: another total, not below the steps already trained, re-times the run
+    (a larger one extends it), with the cosine schedule stretched to the new total from the step it
+    resumes at (a warm restart; ``info["extended_from"]`` lists the earlier totals). ``keep_checkpoint=False`` deletes it once the folder is written. ``eval_every > 0``
     also scores the first ``eval_heldout`` held-out scenes per domain every that many steps
     (``info["curve"]``). ``domains`` (default :data:`DOMAINS`) are the training shares; the held-out
     report covers the same domains. ``progress``: a progress bar (default: when stderr is a
@@ -134,7 +134,7 @@ def pretrain_tiny(
         num_scenes=num_scenes, size=size, domains=domains,
     )))  # fmt: skip
     state: dict[str, Any] | None = None
-    extended: list[int] = []  # the totals of earlier runs this one extends (``steps`` raised on resume)
+    extended: list[int] = []  # the earlier totals of this run (``steps`` changed on resume)
     if state_file.is_file():
         state = torch.load(state_file, map_location="cpu", weights_only=True)
         diff = sorted(k for k in run if k != "steps" and state["run"].get(k) != run[k])
