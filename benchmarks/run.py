@@ -406,6 +406,9 @@ def markdown(res: dict[str, Any]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--full", action="store_true", help="also a SmolVLM-256M-sized random model")
+    ap.add_argument("--model", action="append", default=[], metavar="NAME_OR_DIR",
+                    help="also this model (e.g. a `vlmq pretrain-tiny --out` folder) in the learner, policy "
+                         "and memory sections, at --batch, after tiny; repeatable")  # fmt: skip
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--batch", type=int, default=8)
@@ -435,7 +438,8 @@ def main() -> None:
         sections.discard("envs")
     t0 = time.time()
     torch.manual_seed(0)
-    models = [("tiny", args.batch, args.reps)] + ([("smolvlm-sized", args.big_batch, 2)] if args.full else [])
+    models = [("tiny", args.batch, args.reps)] + [(m, args.batch, args.reps) for m in args.model]
+    models += [("smolvlm-sized", args.big_batch, 2)] if args.full else []
     res: dict[str, Any] = {k: {} for k in ("learner", "policy", "memory") if k in sections}
     for name, batch, reps in models if sections & {"learner", "policy", "memory"} else []:
         if sections & {"learner", "policy"}:

@@ -10,6 +10,8 @@
 # each evaluated greedily on 100 episodes of seeds no data uses (900,000,000 + 10,000 * seed).
 # Resumable: finished runs are skipped, killed ones resumed. One torch thread per run; alone, a
 # 1,500-step run takes about 8 min and a 3,000-step one 16 (13-35 min when 3-4 runs share 2 cores).
+# CONDITIONS (default "afsft sft"), EXTRA (more `vlmq train` flags) and MODEL (default tiny; a model
+# folder, e.g. a `vlmq pretrain-tiny --out` one) change the runs; any task id works, images included.
 set -euo pipefail
 OUT=${1:-runs/text-study}
 shift || true
@@ -26,7 +28,7 @@ one_run() {  # task data name filter seed
     vlmq train --resume "$run" --quiet
   else
     rm -rf "$run"
-    vlmq train --env "$task" --model tiny --data "$data" --filter "$filter" --steps "$(steps_for "$task")" \
+    vlmq train --env "$task" --model "$MODEL" --data "$data" --filter "$filter" --steps "$(steps_for "$task")" \
       --lr 1e-3 --batch-size 8 --eval-every 500 --eval-episodes 30 --checkpoint-every 500 \
       --num-envs 8 --seed "$seed" --device cpu --out "$run" --quiet $EXTRA
   fi
@@ -35,8 +37,9 @@ one_run() {  # task data name filter seed
 }
 
 EXTRA=${EXTRA:-}  # more `vlmq train` flags, e.g. EXTRA="--lr-schedule constant"
+MODEL=${MODEL:-tiny}  # `--model` of every run: a name or a model folder
 CONDITIONS=${CONDITIONS:-"afsft sft"}
-export OUT STEPS EXTRA
+export OUT STEPS EXTRA MODEL
 export -f one_run steps_for
 for task in "${TASKS[@]}"; do
   data=$OUT/data/${task//\//-}
