@@ -58,8 +58,9 @@ class TrainConfig:
     """Batches are filled with segments of up to this many consecutive turns of one episode (1: single
     turns, shuffled). A turn whose next turn is in the same batch reads ``V'(s_{t+1}^0)`` from that row
     of the main pass, so only each segment's last turn needs the bootstrap pass (same targets, cheaper
-    step; docs/design.md, "Segments of consecutive turns"). Default 1 until learning curves with
-    segments are checked."""
+    step; docs/design.md, "Segments of consecutive turns"). Default 1: with 8-turn segments the step
+    costs 1.08 of an SFT step instead of 1.33, but the critic learned less per step on NumberLine and
+    Blackjack (docs/results.md)."""
     steps: int = 200
     """Optimizer steps of offline training (``vlmq train`` without ``--data``: 0)."""
     warmup_steps: int = 10
