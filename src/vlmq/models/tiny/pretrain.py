@@ -110,11 +110,12 @@ def pretrain_tiny(
     continues from it (same result as without the interruption) and refuses one written with other
     settings, except ``steps``: another total, not below the steps already trained, re-times the run
     (a larger one extends it), with the cosine schedule stretched to the new total from the step it
-    resumes at (a warm restart; ``info["extended_from"]`` lists the earlier totals). ``keep_checkpoint=False`` deletes it once the folder is written. ``eval_every > 0``
-    also scores the first ``eval_heldout`` held-out scenes per domain every that many steps
-    (``info["curve"]``). ``domains`` (default :data:`DOMAINS`) are the training shares; the held-out
-    report covers the same domains. ``progress``: a progress bar (default: when stderr is a
-    terminal); ``log``: gets a line at each checkpoint and evaluation.
+    resumes at (a warm restart; ``info["extended_from"]`` lists the earlier totals).
+    ``keep_checkpoint=False`` deletes it once the folder is written. ``eval_every > 0`` also scores
+    the first ``eval_heldout`` held-out scenes per domain every that many steps (``info["curve"]``).
+    ``domains`` (default :data:`DOMAINS`) are the training shares; the held-out report covers the same
+    domains. ``progress``: a progress bar (default: when stderr is a terminal); ``log``: gets a line at
+    each checkpoint and evaluation.
     """
     t0 = time.time()
     if threads:
