@@ -73,6 +73,56 @@ def _scene(domain: str, **facts: object) -> Scene:
     return Scene(domain, "x", 0, np.zeros((4, 4, 3), np.uint8), dict(facts))
 
 
+def test_blackjack_totals_follow_a_scratchpad_of_running_sums() -> None:
+    from vlmq.envs.gym_cards.blackjack import hand_total
+    from vlmq.models.tiny.scenes import running_sums
+
+    assert running_sums(["K of spades", "3 of hearts", "A of clubs"]) == "K 10, 3 13, A 14"
+    assert running_sums(["A of spades", "A of clubs", "6 of diamonds"]) == "A 1, A 2, 6 8"  # total 18
+    shown = _scene("blackjack", dealer=["A of spades", "6 of clubs"], hidden=False, player=["9 of hearts", "Q of clubs"],
+                   player_total=19, dealer_total=17)  # fmt: skip
+    assert list(json.loads(describe_json(shown))) == [
+        "dealer", "player", "dealer_sums", "dealer_total", "player_sums", "player_total"
+    ]  # fmt: skip
+    assert json.loads(describe_json(shown))["dealer_sums"] == "A 1, 6 7"
+    hidden = _scene("blackjack", dealer=["K of spades"], hidden=True, player=["2 of hearts", "A of clubs"],
+                    player_total=13, dealer_total=None)  # fmt: skip
+    assert "dealer_sums" not in json.loads(
+        describe_json(hidden)
+    )  # nothing to add up while a card is face down
+    # on real scenes the last running sum is the hard total the env's total is made from
+    for scene in render_scenes(heldout_seeds(20, ["blackjack"])):
+        desc = json.loads(describe_json(scene))
+        hard = int(desc["player_sums"].split()[-1])
+        values = [min(int({"A": 1, "J": 11, "Q": 12, "K": 13}.get(c.split()[0], 0) or c.split()[0]), 10)
+                  for c in scene.facts["player"]]  # fmt: skip
+        assert hard == sum(values) and desc["player_total"] == hand_total(values)[0]
+
+
+def test_babyai_objects_are_listed_in_reading_order() -> None:
+    from vlmq.envs import make
+    from vlmq.models.tiny.scenes import _babyai_facts
+
+    env = make("babyai/PutNextLocal")  # several objects in view
+    for seed in range(1_400_000_000, 1_400_000_050):
+        env.reset(seed=seed)
+        grid, _ = env.minigrid.gen_obs_grid()
+        me = (grid.width // 2, grid.height - 1)  # the agent, at the bottom row's middle
+        cells = [
+            (j, i, f"{o.color} {o.type}")
+            for i in range(grid.width)
+            for j in range(grid.height)
+            if (o := grid.get(i, j)) is not None and (i, j) != me and o.type not in ("wall", "floor", "lava")
+        ]
+        objects = _babyai_facts(env)["objects"]
+        assert objects == [name for _, _, name in sorted(cells)]  # far row first, each left to right
+        if len(objects) >= 3 and objects != sorted(objects):
+            break
+    else:
+        raise AssertionError("no scene where reading order and sorted order differ")
+    env.close()
+
+
 def test_scoring_covers_exactly_the_target_fields() -> None:
     scenes = render_scenes(heldout_seeds(12))
     acc = score_descriptions(scenes, [describe_json(s) for s in scenes])

@@ -75,22 +75,23 @@ def _join(items: Sequence[str]) -> str:
 
 def _babyai_facts(env: Any) -> dict[str, Any]:
     """What the partial view shows: the cell ahead and the (non-wall) objects drawn in the view,
-    ``"colour kind"`` each, one entry per object (sorted; the carried one is not in view)."""
+    ``"colour kind"`` each, one entry per object in reading order (rows from the far one to the
+    agent's, each left to right: a scan the captioner can follow; the carried one is not in view)."""
     from vlmq.envs.babyai import describe_object
 
     inner = env.minigrid
     grid, _ = inner.gen_obs_grid()
     me = (grid.width // 2, grid.height - 1)
     seen: list[str] = []
-    for i in range(grid.width):
-        for j in range(grid.height):
+    for j in range(grid.height):
+        for i in range(grid.width):
             obj = grid.get(i, j)
             if (i, j) != me and obj is not None and obj.type not in ("wall", "floor", "lava"):
                 seen.append(f"{obj.color} {obj.type}")
     ahead = grid.get(me[0], me[1] - 1)
     return {
         "ahead": "an empty cell" if ahead is None else describe_object(ahead),
-        "objects": sorted(seen),
+        "objects": seen,
         "mission": str(inner.mission),
     }
 
@@ -171,19 +172,36 @@ class SceneRenderer:
         self._envs.clear()
 
 
+def running_sums(cards: Sequence[str]) -> str:
+    """``["K of spades", "3 of hearts", "A of clubs"]`` -> ``"K 10, 3 13, A 14"``: each card's rank and
+    the hard total so far (ace = 1), the scratchpad written before a Blackjack total."""
+    from vlmq.envs.gym_cards.blackjack import card_value
+    from vlmq.envs.gym_cards.render import rank_label
+
+    labels = {rank_label(r): card_value((r, "S")) for r in range(1, 14)}
+    parts, hard = [], 0
+    for c in cards:
+        rank = c.split(" of ")[0]
+        hard += labels[rank]
+        parts.append(f"{rank} {hard}")
+    return ", ".join(parts)
+
+
 def describe_json(scene: Scene) -> str:
     """The JSON description of a scene (the held-out evaluation caption). Blackjack's totals come
-    after the cards (read, then add up); ``dealer_total`` is ``null`` while a card is face down."""
+    after the cards, each after its scratchpad of running sums (:func:`running_sums`: read, add one
+    card at a time, then count an ace as 11 where that stays <= 21); ``dealer_total`` is ``null``
+    (and no scratchpad) while a card is face down. BabyAI's objects are in reading order."""
     f = scene.facts
     if scene.domain == "numberline":
         obj: dict[str, Any] = {"target": f["target"], "current": f["current"]}
     elif scene.domain == "blackjack":
-        obj = {
-            "dealer": f["dealer"] + (["face down"] if f["hidden"] else []),
-            "player": f["player"],
-            "dealer_total": f["dealer_total"],
-            "player_total": f["player_total"],
-        }
+        obj = {"dealer": f["dealer"] + (["face down"] if f["hidden"] else []), "player": f["player"]}
+        if not f["hidden"]:
+            obj["dealer_sums"] = running_sums(f["dealer"])
+        obj["dealer_total"] = f["dealer_total"]
+        obj["player_sums"] = running_sums(f["player"])
+        obj["player_total"] = f["player_total"]
     elif scene.domain in ("ezpoints", "points24"):
         obj = {"cards": f["cards"], "formula": f["formula"]}
     else:
