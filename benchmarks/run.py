@@ -13,7 +13,9 @@ Sections (each ratio's baseline is measured in the same run, interleaved, median
   on batches of *segments* of consecutive turns (``--segment-layouts``: 2 x 4 and 1 x 8 turns, as
   ``TrainConfig.segment_turns`` samples them): the AFSFT step with linked next states
   (``make_batch(link=True)``: only each segment's last turn is bootstrapped), the AFSFT step with the
-  bootstrap pass over every next observation (the old path) and the SFT step, all three interleaved.
+  bootstrap pass over every next observation (the old path) and the SFT step, all three interleaved;
+  and the AFSFT step with *backward lanes* (``TrainConfig.backward_lanes``: the lanes' successive
+  batches, next-turn values carried from the step before) against SFT on the same batches.
   (``vlmq train --filter none`` runs the AFSFT path with the critic loss at weight 0: the heads run,
   the bootstrap pass is skipped; the ``peer`` section times it.)
 - ``policy``: critic-head overhead and image-feature cache on a bare forward+backward, and batched
@@ -58,6 +60,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -250,6 +253,64 @@ def bench_learner_segments(policy: Any, n_segments: int, segment_turns: int, rep
     }
 
 
+def bench_learner_lanes(policy: Any, batch_size: int, reps: int) -> dict[str, Any]:
+    """AFSFT with backward lanes (``TrainConfig.backward_lanes``: next-turn values carried from the
+    previous step, a bootstrap row only where a lane starts a run with a next state) against SFT,
+    interleaved, on the lanes' successive batches over 64 random NumberLine episodes (steady state:
+    the batches after every lane has started once)."""
+    import itertools
+
+    from vlmq.algo.afsft import AFSFTConfig
+    from vlmq.data.batches import make_batch
+    from vlmq.data.lanes import LANE_SEGMENT, BackwardLanes
+    from vlmq.data.replay import ReplayStore
+    from vlmq.data.store import EpisodeStore
+    from vlmq.rollout import collect
+    from vlmq.train.objective import compute_loss
+
+    with tempfile.TemporaryDirectory() as d:
+        collect("gym_cards/NumberLine", "random", 64, out=Path(d) / "ds", show_progress=False)
+        replay = ReplayStore(
+            Path(d) / "on", EpisodeStore(Path(d) / "ds"), 100, 0.0, segment_turns=LANE_SEGMENT
+        )
+        lanes = BackwardLanes(replay, batch_size, np.random.default_rng(0))
+        batches = []
+        for k in range(64 + reps + 1):
+            turns, carried = lanes.next()
+            lanes.record([0.0] * batch_size)  # the values do not change the cost
+            if k >= 64:
+                batches.append(make_batch(policy, turns, next_values=carried))
+    opt = torch.optim.AdamW(policy.trainable_parameters(), lr=1e-6)
+    cfg = AFSFTConfig(filter="binary")
+    policy.train()
+    lane_it, sft_it = itertools.cycle(batches), itertools.cycle(batches)
+
+    def step(loss_fn: Any) -> None:
+        opt.zero_grad(set_to_none=True)
+        loss_fn().backward()
+        opt.step()
+
+    both = _time_steps(
+        {
+            "lanes": lambda: step(lambda: compute_loss(policy, next(lane_it), cfg).loss),
+            "sft": lambda: step(lambda: sft_loss(policy, next(sft_it))),
+        },
+        reps,
+        policy.device,
+    )
+    t, c = both["wall"], both["cpu"]
+    boot_rows = [0 if b.next_inputs is None else int(b.next_inputs["input_ids"].shape[0]) for b in batches]
+    return {
+        "batch": batch_size,
+        "batches": len(batches),
+        "bootstrap_rows_per_batch": round(float(np.mean(boot_rows)), 3),
+        "lanes_step_s": round(t["lanes"], 4),
+        "sft_step_s": round(t["sft"], 4),
+        "lanes_over_sft": round(t["lanes"] / t["sft"], 3),
+        "lanes_over_sft_cpu": round(c["lanes"] / c["sft"], 3),
+    }
+
+
 # ----------------------------------------------------------------------------- environments
 def bench_envs(episodes: int, miniwob_episodes: int, workers: list[int]) -> dict[str, Any]:
     from vlmq.rollout import collect, play
@@ -362,6 +423,10 @@ def markdown(res: dict[str, Any]) -> str:
         lines.append(f"| {name.split()[0]}, same batch, bootstrap pass ({r['bootstrap_rows_old']} rows, old path) | "
                      f"{r['batch']} | {r['bootstrap_step_s']} | {r['sft_step_s']} | {r['bootstrap_over_sft']} | "
                      f"{r['bootstrap_over_sft_cpu']} | {round(r['tokens_per_batch'] / r['bootstrap_step_s'], 1)} |")  # fmt: skip
+    for name, r in res.get("learner_lanes", {}).items():
+        lines.append(f"| {name}, backward lanes ({r['bootstrap_rows_per_batch']} bootstrap rows per batch) | "
+                     f"{r['batch']} | {r['lanes_step_s']} | {r['sft_step_s']} | {r['lanes_over_sft']} | "
+                     f"{r['lanes_over_sft_cpu']} | - |")  # fmt: skip
     if res.get("policy"):
         lines += ["", "| policy | critic head overhead (fwd+bwd) | feature cache speed-up | "
                   "batched / one-at-a-time generation (tok/s) | batched tok/s |", "|---|---|---|---|---|"]  # fmt: skip
@@ -416,6 +481,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--segment-layouts", default="2x4,1x8",
                     help="learner batches of segments, SEGMENTSxTURNS, comma-separated (tiny only)")  # fmt: skip
+    ap.add_argument("--no-lanes", dest="lanes", action="store_false",
+                    help="leave out the learner step with backward lanes (tiny)")  # fmt: skip
     ap.add_argument("--episodes", type=int, default=300, help="env episodes (Gym Cards, BabyAI)")
     ap.add_argument("--miniwob-episodes", type=int, default=60)
     ap.add_argument("--workers", default="1,2,4")
@@ -454,6 +521,10 @@ def main() -> None:
                     seg = bench_learner_segments(policy, n_seg, k, reps)
                     res.setdefault("learner_segments", {})[f"{name} {layout}"] = seg
                     print(f"[learner segments {name} {layout}] {json.dumps(seg)}", flush=True)
+                if name == "tiny" and args.lanes:
+                    lanes = bench_learner_lanes(policy, batch, reps)
+                    res.setdefault("learner_lanes", {})[name] = lanes
+                    print(f"[learner lanes {name}] {json.dumps(lanes)}", flush=True)
             if "policy" in sections:
                 px = 512 if name == "smolvlm-sized" else 128
                 res["policy"][name] = bench_model(name, policy, batch, reps, 16, px)

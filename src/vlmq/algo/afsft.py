@@ -112,6 +112,7 @@ class LossOutput:
     actor_loss: torch.Tensor
     critic_loss: torch.Tensor
     metrics: dict[str, float]
+    first_values: torch.Tensor | None = None  # [B] V'(s^0) per row (set by train.objective.compute_loss)
 
 
 def state_values(logits: torch.Tensor, q: torch.Tensor) -> torch.Tensor:

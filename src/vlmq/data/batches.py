@@ -82,7 +82,9 @@ class TrainBatch:
     ``next_inputs`` holding turn ``b``'s next observation, -1 if none (``next_inputs`` is ``None`` when
     no row has one); ``next_row[b]`` is the row of this batch whose first response state is turn
     ``b``'s next state (a *linked* next observation, see the module docstring), -1 if none (``None``:
-    linking was off). A turn with a next state has exactly one of the two.
+    linking was off); ``next_value[b]`` turn ``b``'s ``V'(s_{t+1}^0)`` carried from an earlier pass
+    (:mod:`vlmq.data.lanes`), NaN if none (``None``: no carried values). A turn with a next state has
+    exactly one of the three.
     """
 
     inputs: dict[str, torch.Tensor]
@@ -93,6 +95,7 @@ class TrainBatch:
     next_inputs: dict[str, torch.Tensor] | None
     next_index: torch.Tensor
     next_row: torch.Tensor | None = None
+    next_value: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.rewards.shape[0])
@@ -177,19 +180,37 @@ def link_rows(samples: Sequence[TurnSample], response_mask: torch.Tensor) -> tor
     return next_row
 
 
-def make_batch(policy: Any, samples: Sequence[TurnSample], link: bool = False) -> TrainBatch:
+def make_batch(
+    policy: Any,
+    samples: Sequence[TurnSample],
+    link: bool = False,
+    next_values: Sequence[float | None] | None = None,
+) -> TrainBatch:
     """Decode images and tokenise ``samples`` with ``policy.encode`` (see :class:`TrainBatch`); turns
     with stored ``response_ids`` are encoded from those ids, the others from their text.
 
     ``link``: read the next state's value from a row of the batch where one holds that observation
     (``next_row``) and bootstrap only the others; off: every next observation is bootstrapped (the
-    learner links when ``segment_turns > 1``)."""
+    learner links when ``segment_turns > 1``). ``next_values``: per turn, its ``V'(s_{t+1}^0)`` as an
+    earlier pass computed it (:mod:`vlmq.data.lanes`), or ``None``; turns with one skip the bootstrap
+    pass (``TrainBatch.next_value``)."""
     images = [decode_png(s.image, s.where) for s in samples]
     ids = [s.response_ids for s in samples]
     extra = {"response_ids": ids} if any(x is not None for x in ids) else {}
     inputs = policy.encode(images, [s.prompt for s in samples], [s.response for s in samples], **extra)
     next_row = link_rows(samples, inputs["response_mask"].cpu()) if link else None
     linked = set() if next_row is None else {i for i, r in enumerate(next_row.tolist()) if r >= 0}
+    carried = None
+    if next_values is not None:
+        if len(next_values) != len(samples):
+            raise ValueError(f"{len(next_values)} next values for {len(samples)} turns")
+        carried = torch.tensor(
+            [
+                float("nan") if v is None or s.next_image is None else float(v)
+                for v, s in zip(next_values, samples, strict=True)
+            ]
+        )
+        linked |= {i for i, v in enumerate(carried.tolist()) if v == v}  # not NaN
     with_next = [i for i, s in enumerate(samples) if s.next_image is not None and i not in linked]
     next_index = torch.full((len(samples),), -1, dtype=torch.long)
     next_inputs = None
@@ -197,15 +218,21 @@ def make_batch(policy: Any, samples: Sequence[TurnSample], link: bool = False) -
         next_images = [decode_png(samples[i].next_image, f"{samples[i].where} (next)") for i in with_next]  # type: ignore[arg-type]
         next_inputs = policy.encode(next_images, [samples[i].next_prompt for i in with_next])  # type: ignore[misc]
         next_index[with_next] = torch.arange(len(with_next))
+    has_next = next_index >= 0
+    if next_row is not None:
+        has_next |= next_row >= 0
+    if carried is not None:
+        has_next |= ~carried.isnan()
     return TrainBatch(
         inputs=inputs,
         rewards=torch.tensor([s.reward for s in samples], dtype=torch.float32),
         terminated=torch.tensor([s.terminated for s in samples], dtype=torch.bool),
         truncated=torch.tensor([s.truncated for s in samples], dtype=torch.bool),
-        has_next=(next_index >= 0) | (next_row >= 0) if next_row is not None else next_index >= 0,
+        has_next=has_next,
         next_inputs=next_inputs,
         next_index=next_index,
         next_row=next_row,
+        next_value=carried,
     )
 
 

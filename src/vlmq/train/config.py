@@ -61,6 +61,11 @@ class TrainConfig:
     step; docs/design.md, "Segments of consecutive turns"). Default 1: with 8-turn segments the step
     costs 1.08 of an SFT step instead of 1.33, but the critic learned less per step on NumberLine and
     Blackjack (docs/results.md)."""
+    backward_lanes: bool = False
+    """Fill each batch with ``batch_size`` lanes that each walk one episode (or one segment, with
+    ``segment_turns > 1``) from its last turn back, one turn per batch: ``V'(s_{t+1}^0)`` of a turn is
+    the value the step before computed at the next turn's first response state, so no bootstrap pass
+    is needed but for a lane's first turn (docs/design.md, "Backward lanes")."""
     steps: int = 200
     """Optimizer steps of offline training (``vlmq train`` without ``--data``: 0)."""
     warmup_steps: int = 10

@@ -36,6 +36,7 @@ from accelerate.utils import InitProcessGroupKwargs, broadcast_object_list, gath
 
 from vlmq.algo.afsft import AFSFTConfig
 from vlmq.data.batches import make_batch
+from vlmq.data.lanes import LANE_SEGMENT, BackwardLanes
 from vlmq.data.replay import ReplayStore
 from vlmq.data.store import EpisodeStore
 from vlmq.models.policy import Policy
@@ -136,17 +137,29 @@ class TrainData:
             cfg.online_fraction,
             seed=cfg.seed,
             follow=cfg.online_mode == "sync",  # async: the learner moves the window (same in all processes)
-            segment_turns=cfg.segment_turns,
+            segment_turns=cfg.segment_turns
+            if cfg.segment_turns > 1 or not cfg.backward_lanes
+            else LANE_SEGMENT,
         )
         self.rng = np.random.default_rng([cfg.seed, 1])
+        self.lanes = (
+            BackwardLanes(self.replay, cfg.batch_size * num_processes, self.rng)
+            if cfg.backward_lanes
+            else None
+        )
 
     def next_batch(self) -> Any:
         """This process's ``batch_size`` turns of the next global micro-batch. Every process draws the
         same ``batch_size * num_processes`` turns (same seeded stream, so a checkpoint's data cursor is
         valid for all of them) and keeps every ``num_processes``-th, from its ``process_index`` on; with
         ``segment_turns > 1`` its own contiguous ``batch_size`` turns instead (segments stay together),
-        and next states held by a row of the batch are read from the main pass (``link``)."""
+        and next states held by a row of the batch are read from the main pass (``link``); with
+        ``backward_lanes`` its own ``batch_size`` lanes (:mod:`vlmq.data.lanes`)."""
         bs, segments = self.cfg.batch_size, self.cfg.segment_turns > 1
+        if self.lanes is not None:  # every process walks all lanes, and trains on its own
+            turns, carried = self.lanes.next()
+            mine = slice(self.process_index * bs, (self.process_index + 1) * bs)
+            return make_batch(self.policy, turns[mine], next_values=carried[mine])
         samples = self.replay.sample(bs * self.num_processes, self.rng)
         if segments:
             mine = samples[self.process_index * bs : (self.process_index + 1) * bs]
@@ -182,13 +195,25 @@ class TrainData:
         metrics = {**stats.metrics(), "replay_online_episodes": float(self.replay.num_online_episodes)}
         return metrics, stats.samples[:5]
 
+    def record_values(self, first_values: torch.Tensor | None) -> None:
+        """Keep this process's rows' first-state values for the lanes' next batch (no-op without
+        lanes)."""
+        if self.lanes is not None and first_values is not None:
+            values = [None if v != v else float(v) for v in first_values.detach().float().cpu().tolist()]
+            self.lanes.record(values, self.process_index * self.cfg.batch_size)
+
     def state_dict(self) -> dict[str, Any]:
-        return {"replay": self.replay.state_dict(), "rng": self.rng.bit_generator.state}
+        state = {"replay": self.replay.state_dict(), "rng": self.rng.bit_generator.state}
+        if self.lanes is not None:
+            state["lanes"] = self.lanes.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         # synchronous rounds are redone after a resume; asynchronous collectors' episodes are kept
         self.replay.load_state_dict(state["replay"], truncate=self.cfg.online_mode == "sync")
         self.rng.bit_generator.state = state["rng"]
+        if self.lanes is not None and "lanes" in state:
+            self.lanes.load_state_dict(state["lanes"])
 
 
 class Learner:
@@ -292,6 +317,7 @@ class Learner:
                         self.model, batch, self._loss_config(), use_target=cfg.target == "polyak"
                     )
                 acc.backward(out.loss * self._token_share(batch) / cfg.grad_accum)
+            self.data.record_values(out.first_values)
             metrics = {
                 "loss": out.loss.item(),
                 "actor_loss": out.actor_loss.item(),

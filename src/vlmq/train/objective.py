@@ -5,8 +5,10 @@ states of every turn; only the states before each response token are gathered (`
 the vocabulary-sized heads run, so prompt positions cost nothing beyond the backbone. The turn-boundary
 bootstrap value ``V'(s_{t+1}^0)`` of a turn whose next observation is a row of the batch
 (``batch.next_row``, :func:`~vlmq.data.batches.make_batch` with ``link``) is read from that row's first
-response state in this pass (target head, detached); a second, gradient-free ``forward`` over the
-other next observations' prompts (``batch.next_inputs``) gives the rest (skipped when the critic loss
+response state in this pass (target head, detached), and one an earlier step computed is carried in
+``batch.next_value`` (backward lanes, :mod:`vlmq.data.lanes`; ``LossOutput.first_values`` are this
+pass's values for the next step); a second, gradient-free ``forward`` over the other next
+observations' prompts (``batch.next_inputs``) gives the rest (skipped when the critic loss
 has weight 0, as in plain SFT: the value enters only the critic's targets). Both go through
 ``forward``, so a data-parallel wrapper of the policy works alike.
 """
@@ -85,6 +87,11 @@ def compute_loss(policy: Any, batch: Any, cfg: AFSFTConfig, use_target: bool = T
     if bootstrap and batch.next_inputs is not None and bool(boot.any()):
         v_next = next_state_values(policy, batch.next_inputs, use_target)
         next_value[boot] = v_next[next_index[boot]].float()
+    carried = getattr(batch, "next_value", None)
+    if bootstrap and carried is not None:  # values an earlier pass computed (backward lanes)
+        carried = carried.to(device).float()
+        given = has_next & ~carried.isnan()
+        next_value[given] = carried[given]
     next_row = getattr(batch, "next_row", None)
     if bootstrap and next_row is not None:
         next_row = next_row.to(device).long()
@@ -107,4 +114,8 @@ def compute_loss(policy: Any, batch: Any, cfg: AFSFTConfig, use_target: bool = T
     if not bootstrap:  # targets without the bootstrap value: not the critic's, so not reported
         for k in ("target_mean", "td_abs_error"):
             out.metrics.pop(k, None)
+    # V'(s^0) of each row, what a turn whose next observation this row holds bootstraps from (NaN
+    # where the row has no response token): kept by backward lanes for the next step
+    first = state_values(logits[:, 0].detach(), q_target[:, 0].detach()).float()
+    out.first_values = torch.where(mask[:, 0], first, torch.full_like(first, float("nan")))
     return out
