@@ -143,10 +143,42 @@ def test_learner_lanes_resume_the_same_batches(tmp_path: Path) -> None:
     assert both[0] + both[1] == ref[0][0]
 
 
-def test_backward_lanes_flag(tmp_path: Path) -> None:
+def test_backward_lanes_default_and_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
     from typer.testing import CliRunner
 
+    import vlmq.train.learner as learner_mod
     from vlmq.cli import app
+    from vlmq.data.schema import Episode, Turn
 
-    r = CliRunner().invoke(app, ["train", "--help"])
-    assert "--backward-lanes" in r.output
+    base = TrainConfig("fake/Env", "tiny", str(tmp_path / "run"))
+    assert base.backward_lanes is None and base.uses_lanes  # AFSFT: lanes
+    sft = dataclasses.replace(base, loss=AFSFTConfig.for_filter("none"))
+    assert not sft.uses_lanes  # plain SFT needs no next-turn values: shuffled single turns
+    assert not dataclasses.replace(base, segment_turns=4).uses_lanes
+    assert not dataclasses.replace(base, backward_lanes=False).uses_lanes
+    # a run saved before the field existed resumes as it ran: single turns
+    saved = base.to_dict()
+    del saved["backward_lanes"]
+    (tmp_path / "old.json").write_text(json.dumps(saved))
+    assert not TrainConfig.load(tmp_path / "old.json").uses_lanes
+
+    calls: list[TrainConfig] = []
+    monkeypatch.setattr(
+        learner_mod, "train", lambda cfg, **kw: calls.append(cfg) or {"steps": 0, "wall_time_s": 0}
+    )
+    write_dataset(
+        tmp_path / "ds",
+        [
+            Episode(
+                "a", "x", "random", 0, [Turn(np.zeros((4, 4, 3), np.uint8), "o", "p", "r", "a", True, 0.0)]
+            )
+        ],
+    )
+    args = ["train", "--env", "gym_cards/NumberLine", "--model", "tiny", "--data", str(tmp_path / "ds"),
+            "--out", str(tmp_path / "r")]  # fmt: skip
+    for extra, want in (([], True), (["--backward-lanes", "off"], False), (["--filter", "none"], False)):
+        r = CliRunner().invoke(app, [*args, *extra])
+        assert r.exit_code == 0, r.output
+        assert calls[-1].uses_lanes is want

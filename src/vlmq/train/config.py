@@ -61,11 +61,14 @@ class TrainConfig:
     step; docs/design.md, "Segments of consecutive turns"). Default 1: with 8-turn segments the step
     costs 1.08 of an SFT step instead of 1.33, but the critic learned less per step on NumberLine and
     Blackjack (docs/results.md)."""
-    backward_lanes: bool = False
+    backward_lanes: bool | None = None
     """Fill each batch with ``batch_size`` lanes that each walk one episode (or one segment, with
     ``segment_turns > 1``) from its last turn back, one turn per batch: ``V'(s_{t+1}^0)`` of a turn is
     the value the step before computed at the next turn's first response state, so no bootstrap pass
-    is needed but for a lane's first turn (docs/design.md, "Backward lanes")."""
+    is needed but for a lane's first turn (docs/design.md, "Backward lanes"). Default (``None``): on
+    when the critic is trained and ``segment_turns`` is 1, off for plain SFT (critic loss weight 0,
+    which needs no next-turn values and keeps shuffled single turns). Runs made before 8 Dec 2026
+    used single turns: ``--backward-lanes off`` repeats them."""
     steps: int = 200
     """Optimizer steps of offline training (``vlmq train`` without ``--data``: 0)."""
     warmup_steps: int = 10
@@ -198,7 +201,16 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        d = json.loads(Path(path).read_text())
+        d.setdefault("backward_lanes", False)  # a run saved before lanes existed used single turns
+        return cls.from_dict(d)
+
+    @property
+    def uses_lanes(self) -> bool:
+        """Whether batches come from backward lanes (``backward_lanes``, its default resolved)."""
+        if self.backward_lanes is not None:
+            return self.backward_lanes
+        return self.segment_turns == 1 and self.loss.critic_coef != 0
 
     @property
     def total_steps(self) -> int:

@@ -137,15 +137,11 @@ class TrainData:
             cfg.online_fraction,
             seed=cfg.seed,
             follow=cfg.online_mode == "sync",  # async: the learner moves the window (same in all processes)
-            segment_turns=cfg.segment_turns
-            if cfg.segment_turns > 1 or not cfg.backward_lanes
-            else LANE_SEGMENT,
+            segment_turns=cfg.segment_turns if cfg.segment_turns > 1 or not cfg.uses_lanes else LANE_SEGMENT,
         )
         self.rng = np.random.default_rng([cfg.seed, 1])
         self.lanes = (
-            BackwardLanes(self.replay, cfg.batch_size * num_processes, self.rng)
-            if cfg.backward_lanes
-            else None
+            BackwardLanes(self.replay, cfg.batch_size * num_processes, self.rng) if cfg.uses_lanes else None
         )
 
     def next_batch(self) -> Any:
@@ -154,7 +150,7 @@ class TrainData:
         valid for all of them) and keeps every ``num_processes``-th, from its ``process_index`` on; with
         ``segment_turns > 1`` its own contiguous ``batch_size`` turns instead (segments stay together),
         and next states held by a row of the batch are read from the main pass (``link``); with
-        ``backward_lanes`` its own ``batch_size`` lanes (:mod:`vlmq.data.lanes`)."""
+        backward lanes (``cfg.uses_lanes``) its own ``batch_size`` lanes (:mod:`vlmq.data.lanes`)."""
         bs, segments = self.cfg.batch_size, self.cfg.segment_turns > 1
         if self.lanes is not None:  # every process walks all lanes, and trains on its own
             turns, carried = self.lanes.next()
