@@ -482,7 +482,7 @@ def main() -> None:
     ap.add_argument("--segment-layouts", default="2x4,1x8",
                     help="learner batches of segments, SEGMENTSxTURNS, comma-separated (tiny only)")  # fmt: skip
     ap.add_argument("--no-lanes", dest="lanes", action="store_false",
-                    help="leave out the learner step with backward lanes (tiny)")  # fmt: skip
+                    help="leave out the learner step with backward lanes")  # fmt: skip
     ap.add_argument("--episodes", type=int, default=300, help="env episodes (Gym Cards, BabyAI)")
     ap.add_argument("--miniwob-episodes", type=int, default=60)
     ap.add_argument("--workers", default="1,2,4")
@@ -521,7 +521,7 @@ def main() -> None:
                     seg = bench_learner_segments(policy, n_seg, k, reps)
                     res.setdefault("learner_segments", {})[f"{name} {layout}"] = seg
                     print(f"[learner segments {name} {layout}] {json.dumps(seg)}", flush=True)
-                if name == "tiny" and args.lanes:
+                if args.lanes:
                     lanes = bench_learner_lanes(policy, batch, reps)
                     res.setdefault("learner_lanes", {})[name] = lanes
                     print(f"[learner lanes {name}] {json.dumps(lanes)}", flush=True)
