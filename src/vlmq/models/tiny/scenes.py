@@ -75,23 +75,23 @@ def _join(items: Sequence[str]) -> str:
 
 def _babyai_facts(env: Any) -> dict[str, Any]:
     """What the partial view shows: the cell ahead and the (non-wall) objects drawn in the view,
-    ``"colour kind"`` each, one entry per object in reading order (rows from the far one to the
-    agent's, each left to right: a scan the captioner can follow; the carried one is not in view)."""
+    ``"colour kind"`` each, one entry per object (sorted: listed in reading order instead, the
+    captioner learned them more slowly, docs/results.md 8 Dec; the carried one is not in view)."""
     from vlmq.envs.babyai import describe_object
 
     inner = env.minigrid
     grid, _ = inner.gen_obs_grid()
     me = (grid.width // 2, grid.height - 1)
     seen: list[str] = []
-    for j in range(grid.height):
-        for i in range(grid.width):
+    for i in range(grid.width):
+        for j in range(grid.height):
             obj = grid.get(i, j)
             if (i, j) != me and obj is not None and obj.type not in ("wall", "floor", "lava"):
                 seen.append(f"{obj.color} {obj.type}")
     ahead = grid.get(me[0], me[1] - 1)
     return {
         "ahead": "an empty cell" if ahead is None else describe_object(ahead),
-        "objects": seen,
+        "objects": sorted(seen),
         "mission": str(inner.mission),
     }
 
@@ -191,7 +191,7 @@ def describe_json(scene: Scene) -> str:
     """The JSON description of a scene (the held-out evaluation caption). Blackjack's totals come
     after the cards, each after its scratchpad of running sums (:func:`running_sums`: read, add one
     card at a time, then count an ace as 11 where that stays <= 21); ``dealer_total`` is ``null``
-    (and no scratchpad) while a card is face down. BabyAI's objects are in reading order."""
+    (and no scratchpad) while a card is face down."""
     f = scene.facts
     if scene.domain == "numberline":
         obj: dict[str, Any] = {"target": f["target"], "current": f["current"]}
