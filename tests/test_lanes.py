@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from test_data_batches import KnownEncoder
-from test_segments import LENGTHS, _episodes, _grads, _key, policy  # noqa: F401  (policy: a fixture)
+from test_segments import LENGTHS, _episodes, _key, assert_same_losses_and_grads, policy  # noqa: F401  (policy: a fixture)
 from vlmq.algo.afsft import AFSFTConfig
 from vlmq.data.batches import make_batch, samples_from_rows
 from vlmq.data.lanes import LANE_SEGMENT, BackwardLanes, split_runs
@@ -22,7 +22,6 @@ from vlmq.data.store import EpisodeStore, write_dataset
 from vlmq.models.policy import Policy
 from vlmq.train.config import TrainConfig
 from vlmq.train.learner import TrainData
-from vlmq.train.objective import compute_loss
 
 
 def _lanes(tmp_path: Path, num_lanes: int, lengths: list[int] = LENGTHS, seed: int = 0) -> BackwardLanes:
@@ -93,18 +92,7 @@ def test_carried_values_give_the_bootstrap_losses_and_gradients(policy: Policy, 
         n_carried = sum(c is not None for c in carried)
         n_boot = 0 if lane_batch.next_inputs is None else lane_batch.next_inputs["input_ids"].shape[0]
         assert n_boot == int(boot_batch.has_next.sum()) - n_carried  # only the others are bootstrapped
-        outs, grads = [], []
-        for batch in (lane_batch, boot_batch):
-            policy.zero_grad(set_to_none=True)
-            out = compute_loss(policy, batch, cfg)
-            out.loss.backward()
-            outs.append(out)
-            grads.append(_grads(policy))
-        a, b = outs
-        assert a.critic_loss.item() == pytest.approx(b.critic_loss.item(), rel=1e-5, abs=1e-7)
-        assert a.actor_loss.item() == pytest.approx(b.actor_loss.item(), rel=1e-5, abs=1e-7)
-        for ga, gb in zip(*grads, strict=True):
-            torch.testing.assert_close(ga, gb, rtol=1e-4, atol=1e-6)
+        a, _ = assert_same_losses_and_grads(policy, lane_batch, boot_batch, cfg)
         assert a.first_values is not None
         lanes.record([None if v != v else float(v) for v in a.first_values.tolist()])
         checked += n_carried

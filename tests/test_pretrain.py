@@ -87,9 +87,8 @@ def test_blackjack_totals_follow_a_scratchpad_of_running_sums() -> None:
     assert json.loads(describe_json(shown))["dealer_sums"] == "A 1, 6 7"
     hidden = _scene("blackjack", dealer=["K of spades"], hidden=True, player=["2 of hearts", "A of clubs"],
                     player_total=13, dealer_total=None)  # fmt: skip
-    assert "dealer_sums" not in json.loads(
-        describe_json(hidden)
-    )  # nothing to add up while a card is face down
+    # nothing to add up while a card is face down
+    assert "dealer_sums" not in json.loads(describe_json(hidden))
     # on real scenes the last running sum is the hard total the env's total is made from
     for scene in render_scenes(heldout_seeds(20, ["blackjack"])):
         desc = json.loads(describe_json(scene))

@@ -205,6 +205,27 @@ def _grads(policy: Policy) -> list[torch.Tensor]:
     return [p.grad.detach().clone() for p in policy.trainable_parameters() if p.grad is not None]
 
 
+def assert_same_losses_and_grads(
+    policy: Policy, first: Any, second: Any, cfg: AFSFTConfig, use_target: bool = True
+) -> tuple[Any, Any]:
+    """The AFSFT loss of two batches on ``policy``: actor and critic losses and every gradient equal
+    (to float rounding); returns both outputs."""
+    outs, grads = [], []
+    for batch in (first, second):
+        policy.zero_grad(set_to_none=True)
+        out = compute_loss(policy, batch, cfg, use_target=use_target)
+        out.loss.backward()
+        outs.append(out)
+        grads.append(_grads(policy))
+    a, b = outs
+    assert a.critic_loss.item() == pytest.approx(b.critic_loss.item(), rel=1e-5, abs=1e-7)
+    assert a.actor_loss.item() == pytest.approx(b.actor_loss.item(), rel=1e-5, abs=1e-7)
+    assert len(grads[0]) == len(grads[1]) > 0
+    for ga, gb in zip(*grads, strict=True):
+        torch.testing.assert_close(ga, gb, rtol=1e-4, atol=1e-6)
+    return a, b
+
+
 @pytest.mark.parametrize("use_target", [True, False])
 def test_linked_next_states_give_the_bootstrap_losses_and_gradients(
     policy: Policy, tmp_path: Path, use_target: bool
@@ -224,20 +245,8 @@ def test_linked_next_states_give_the_bootstrap_losses_and_gradients(
 
     cfg = AFSFTConfig(gamma=0.9, turn_lambda=0.5)
     policy.train()
-    outs, grads = [], []
-    for batch in (linked, boot):
-        policy.zero_grad(set_to_none=True)
-        out = compute_loss(policy, batch, cfg, use_target=use_target)
-        out.loss.backward()
-        outs.append(out)
-        grads.append(_grads(policy))
-    a, b = outs
-    assert a.critic_loss.item() == pytest.approx(b.critic_loss.item(), rel=1e-5, abs=1e-7)
-    assert a.actor_loss.item() == pytest.approx(b.actor_loss.item(), rel=1e-5, abs=1e-7)
+    a, b = assert_same_losses_and_grads(policy, linked, boot, cfg, use_target=use_target)
     assert a.metrics["target_mean"] == pytest.approx(b.metrics["target_mean"], rel=1e-5, abs=1e-6)
-    assert len(grads[0]) == len(grads[1]) > 0
-    for ga, gb in zip(*grads, strict=True):
-        torch.testing.assert_close(ga, gb, rtol=1e-4, atol=1e-6)
 
     # the next states matter here: without them the critic loss changes (so the check above bites)
     policy.zero_grad(set_to_none=True)

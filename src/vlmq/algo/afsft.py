@@ -112,7 +112,7 @@ class LossOutput:
     actor_loss: torch.Tensor
     critic_loss: torch.Tensor
     metrics: dict[str, float]
-    first_values: torch.Tensor | None = None  # [B] V'(s^0) per row (set by train.objective.compute_loss)
+    first_values: torch.Tensor | None = None  # [B] V'(s^0) per row (compute_loss, when the critic trains)
 
 
 def state_values(logits: torch.Tensor, q: torch.Tensor) -> torch.Tensor:

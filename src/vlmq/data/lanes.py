@@ -26,28 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from vlmq.data.batches import TurnSample
+from vlmq.data.batches import TurnSample, episode_segments
 
 LANE_SEGMENT = 1_000_000  # the replay's segment length when lanes walk whole episodes
 
 
 def split_runs(samples: list[TurnSample]) -> list[list[TurnSample]]:
     """``samples`` (a pull of the stream) cut into runs of consecutive turns of one episode."""
-    runs: list[list[TurnSample]] = []
-    for s in samples:
-        prev = runs[-1][-1] if runs else None
-        follows = (
-            prev is not None
-            and s.episode_id is not None
-            and prev.episode_id == s.episode_id
-            and prev.turn is not None
-            and s.turn == prev.turn + 1
-        )
-        if follows:
-            runs[-1].append(s)
-        else:
-            runs.append([s])
-    return runs
+    return [[samples[i] for i in run] for run in episode_segments(samples, LANE_SEGMENT)]
 
 
 class BackwardLanes:

@@ -137,7 +137,7 @@ class TrainData:
             cfg.online_fraction,
             seed=cfg.seed,
             follow=cfg.online_mode == "sync",  # async: the learner moves the window (same in all processes)
-            segment_turns=cfg.segment_turns if cfg.segment_turns > 1 or not cfg.uses_lanes else LANE_SEGMENT,
+            segment_turns=LANE_SEGMENT if cfg.uses_lanes and cfg.segment_turns == 1 else cfg.segment_turns,
         )
         self.rng = np.random.default_rng([cfg.seed, 1])
         self.lanes = (

@@ -7,7 +7,7 @@ bootstrap value ``V'(s_{t+1}^0)`` of a turn whose next observation is a row of t
 (``batch.next_row``, :func:`~vlmq.data.batches.make_batch` with ``link``) is read from that row's first
 response state in this pass (target head, detached), and one an earlier step computed is carried in
 ``batch.next_value`` (backward lanes, :mod:`vlmq.data.lanes`; ``LossOutput.first_values`` are this
-pass's values for the next step); a second, gradient-free ``forward`` over the other next
+pass's values for the next step, set when the critic is trained); a second, gradient-free ``forward`` over the other next
 observations' prompts (``batch.next_inputs``) gives the rest (skipped when the critic loss
 has weight 0, as in plain SFT: the value enters only the critic's targets). Both go through
 ``forward``, so a data-parallel wrapper of the policy works alike.
@@ -92,13 +92,14 @@ def compute_loss(policy: Any, batch: Any, cfg: AFSFTConfig, use_target: bool = T
         carried = carried.to(device).float()
         given = has_next & ~carried.isnan()
         next_value[given] = carried[given]
+    # V'(s^0) of each row: the state before its first response token, as the bootstrap pass values it;
+    # a linked turn reads its next row's, and backward lanes keep them for the next step
+    first = state_values(logits[:, 0].detach(), q_target[:, 0].detach()).float() if bootstrap else None
     next_row = getattr(batch, "next_row", None)
-    if bootstrap and next_row is not None:
+    if first is not None and next_row is not None:
         next_row = next_row.to(device).long()
         linked = has_next & (next_row >= 0)
-        if bool(linked.any()):  # the state before the linked row's first response token, as bootstrapped
-            v_rows = state_values(logits[:, 0].detach(), q_target[:, 0].detach())
-            next_value[linked] = v_rows[next_row[linked]].float()
+        next_value[linked] = first[next_row[linked]]
     out = afsft_loss(
         logits,
         q,
@@ -114,8 +115,6 @@ def compute_loss(policy: Any, batch: Any, cfg: AFSFTConfig, use_target: bool = T
     if not bootstrap:  # targets without the bootstrap value: not the critic's, so not reported
         for k in ("target_mean", "td_abs_error"):
             out.metrics.pop(k, None)
-    # V'(s^0) of each row, what a turn whose next observation this row holds bootstraps from (NaN
-    # where the row has no response token): kept by backward lanes for the next step
-    first = state_values(logits[:, 0].detach(), q_target[:, 0].detach()).float()
-    out.first_values = torch.where(mask[:, 0], first, torch.full_like(first, float("nan")))
+    if first is not None:  # NaN where the row has no response token (it holds no response state)
+        out.first_values = torch.where(mask[:, 0], first, torch.full_like(first, float("nan")))
     return out
